@@ -1,0 +1,360 @@
+"""Scenarios: which kernel paths run on which CPU, over which address space.
+
+Each scenario builds its address space with the sequential model (``ptlab.mm.memory``)
+and gives every CPU a modelled kernel path.  Nothing in a scenario says what should
+happen; outcomes come from running it (``ptlab.sim.explore``).
+
+>>> names()[:2]
+['reclaim-vs-pte-offset-map-lock', 'reclaim-vs-gup-fast']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ptlab.arch.x86.paging import PAGE_SIZE, PMD_SIZE, PTE_PFN_MASK, STRUCT_PAGE_SIZE, VMEMMAP_START
+from ptlab.config import Config
+from ptlab.kernel.context import Kernel
+from ptlab.kernel.smp import spin_lock, spin_unlock
+from ptlab.mm.gup import get_user_pages_fast_once
+from ptlab.mm.khugepaged import retract_page_tables
+from ptlab.mm.memory import Mm
+from ptlab.mm.mmu_gather import pmd_free_tlb, tlb_finish_mmu, tlb_gather_mmu, tlb_remove_table
+from ptlab.mm.page import PhysMem
+from ptlab.mm.pgtable_generic import (
+    PmdSlot,
+    pte_offset_map,
+    pte_offset_map_lock,
+    pte_unmap,
+    pte_unmap_unlock,
+)
+from ptlab.mm.ptdesc import Ptdesc
+from ptlab.mm.zap import MmRef, madvise_dontneed_single_vma, unmap_region, walk_to_pmd
+from ptlab.sim.machine import CpuState, Machine
+from ptlab.sim.ops import FreePages, KGen, ListWalk, NamedLock, Ptr, ReadEntry, WriteEntry
+
+#: Where scenario mappings live: PGD index 254, PUD index 0 — a 1 GiB-aligned spot.
+BASE = 0x7F00_0000_0000
+
+
+# --------------------------------------------------------------------------- reader paths
+
+
+def mincore_pte_range(k: Kernel, pmd: PmdSlot, addr: int) -> KGen:
+    """mm/mincore.c: look at a PTE under ``pte_offset_map_lock`` (a typical locked reader,
+    like page faults and /proc/PID/smaps), holding only the mmap read lock."""
+    got = yield from pte_offset_map_lock(k, pmd, addr)
+    if got is None:
+        return None
+    pte, ptl = got
+    e = yield ReadEntry(pte.table, pte.index, "pte")  # ptep_get
+    yield from pte_unmap_unlock(k, pte, ptl)
+    return e.val
+
+
+def do_mincore(k: Kernel, mm: MmRef, addr: int) -> KGen:
+    """mm/mincore.c: walk to the PMD under the mmap read lock, then the PTE range."""
+    pmd = yield from walk_to_pmd(k, mm, addr)
+    if pmd is None:
+        return None
+    val = yield from mincore_pte_range(k, pmd, addr)
+    return val
+
+
+def lockless_pte_reader(k: Kernel, mm: MmRef, addr: int) -> KGen:
+    """A ``pte_offset_map()`` user that reads a PTE without the PTE lock (e.g. the
+    khugepaged scan or ``follow_pte``-style lookups): RCU is its only protection."""
+    pmd = yield from walk_to_pmd(k, mm, addr)
+    if pmd is None:
+        return None
+    pte = yield from pte_offset_map(k, pmd, addr)
+    if pte is None:
+        return None
+    e = yield ReadEntry(pte.table, pte.index, "pte")
+    yield from pte_unmap(k, pte)
+    return e.val
+
+
+def sync_global_pgds(k: Kernel) -> KGen:
+    """arch/x86/mm/init_64.c: walk every PGD on ``pgd_list`` under ``pgd_lock`` (done when
+    kernel mappings change, to copy them into every process's PGD)."""
+    yield from spin_lock(k, NamedLock("pgd_lock"))
+    pgds = yield ListWalk("pgd_list")
+    yield from spin_unlock(k, NamedLock("pgd_lock"))
+    return pgds
+
+
+# --------------------------------------------------------------------------- counterfactuals
+
+
+def counterfactual_free_pgd_via_mmu_gather(k: Kernel, pgd: Ptr) -> KGen:
+    """What if a PGD were freed like lower tables, through ``tlb_remove_table()``, without
+    ``pgd_dtor()`` taking it off ``pgd_list`` first?  (The kernel never does this: PGDs
+    go through ``pgd_free()``; kernel-facts §1.3, §2.3.)"""
+    tlb = tlb_gather_mmu()
+    tlb.freed_tables = True
+    yield from tlb_remove_table(k, tlb, pgd)
+    yield from tlb_finish_mmu(k, tlb)
+
+
+def counterfactual_free_pmd_keeping_deposit(
+    k: Kernel, pud_table: Ptr, pud_index: int, pmd: PmdSlot, addr: int
+) -> KGen:
+    """What if a PMD table that still holds a THP's deposited PTE table were freed?
+    The kernel always withdraws and frees the deposit first (``zap_deposited_table``
+    from ``zap_huge_pmd``); this path skips that step."""
+    tlb = tlb_gather_mmu()
+    huge = yield ReadEntry(pmd.table, pmd.index, "pmd")
+    yield WriteEntry(pmd.table, pmd.index, 0, "pmd")  # pmdp_huge_get_and_clear
+    head = (huge.val & PTE_PFN_MASK) >> 12
+    thp = tuple(Ptr(p, 1) for p in range(head, head + 512))
+    yield FreePages(thp, how="free_pages_and_swap_cache")  # the THP itself goes
+    yield WriteEntry(pud_table, pud_index, 0, "pud")  # pud_clear
+    yield from pmd_free_tlb(k, tlb, pmd.table, addr)
+    yield from tlb_finish_mmu(k, tlb)
+
+
+# --------------------------------------------------------------------------- building
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    summary: str
+    cpus: int
+    builder: Callable[[Config], Machine]
+    in_matrix: bool = True
+    counterfactual: bool = False
+
+
+def _ptr(mem: PhysMem, pfn: int) -> Ptr:
+    return Ptr(pfn, mem.generation(pfn))
+
+
+def _machine(config: Config, mm: Mm, scenario: str) -> Machine:
+    mem = mm.mem
+    m = Machine(config=config, mem=mem, scenario=scenario)
+    m.cpus = [CpuState() for _ in range(config.ncpus)]
+    m.counters = {"pgtables_bytes": mm.pgtables_bytes, "NR_PAGETABLE": mem.nr_pagetable}
+    pfn, idx = mem.kernel_global("pgd_list", 2)
+    m.lists["pgd_list"] = PhysMem.kaddr_of(pfn, idx)
+    pgd = mm.pgd
+    static = frozenset(p for p in mem.allocated_pfns("kernel"))
+    m.roots = {
+        "reachable": lambda mach: reachable_from(mach.mem, pgd),
+        "static": static,
+        "pgd": pgd,
+        "mm": mm,
+    }
+    return m
+
+
+def reachable_from(mem: PhysMem, pgd: int) -> set[int]:
+    """Frames reachable from a PGD: tables, mapped pages, THP deposits (no KASAN checks)."""
+    out: set[int] = set()
+    if not mem.is_allocated(pgd):
+        return out
+    frontier = [(pgd, 0)]
+    levels = ("pgd", "pud", "pmd", "pte")
+    while frontier:
+        pfn, lvl = frontier.pop()
+        if pfn in out or not mem.is_allocated(pfn):
+            continue
+        out.add(pfn)
+        arr = mem.contents_view(pfn)
+        if arr is None:
+            continue
+        if levels[lvl] == "pmd":
+            dep = Ptdesc(mem, pfn, kernel="v6.14").get("pmd_huge_pte")
+            if dep and (dep - VMEMMAP_START) % STRUCT_PAGE_SIZE == 0:
+                out.add((dep - VMEMMAP_START) // STRUCT_PAGE_SIZE)
+        for v in arr[arr != 0].tolist():
+            v = int(v)
+            if not v & 1:
+                continue
+            child = (v & PTE_PFN_MASK) >> 12
+            if levels[lvl] == "pte":
+                out.add(child)
+            elif levels[lvl] == "pmd" and v & 0x80:
+                out.update(range(child, child + 512))
+            else:
+                frontier.append((child, lvl + 1))
+    return out
+
+
+def _small_mm(config: Config, touched: tuple[int, ...] = (0, PAGE_SIZE)) -> tuple[Mm, MmRef]:
+    mm = Mm(PhysMem(), levels=4, pt_reclaim=config.pt_reclaim, kernel="v6.14")
+    mm.mmap(BASE, 4 * PMD_SIZE)
+    for off in touched:
+        mm.touch(BASE + off)
+    return mm, MmRef(_ptr(mm.mem, mm.pgd))
+
+
+def _at_least(config: Config, cpus: int) -> Config:
+    return config if config.ncpus >= cpus else config.replace(ncpus=cpus)
+
+
+def _reclaim_vs(readers: tuple[str, ...]) -> Callable[[Config], Machine]:
+    def build(config: Config) -> Machine:
+        config = _at_least(config, len(readers) + 1)
+        mm, ref = _small_mm(config)
+        m = _machine(config, mm, "")
+        reclaim_cpu = 1
+        cpu = 0
+        for r in readers:
+            if cpu == reclaim_cpu:
+                cpu += 1
+            if r == "pte_offset_map_lock":
+                m.add_thread(cpu, lambda k: do_mincore(k, ref, BASE + PAGE_SIZE))
+            else:
+                m.add_thread(cpu, lambda k: get_user_pages_fast_once(k, ref, BASE + PAGE_SIZE))
+            cpu += 1
+        m.add_thread(
+            reclaim_cpu, lambda k: madvise_dontneed_single_vma(k, ref, BASE, BASE + PMD_SIZE)
+        )
+        return m
+
+    return build
+
+
+def _build_khugepaged(config: Config) -> Machine:
+    config = _at_least(config, 2)
+    mm, ref = _small_mm(config)
+    loc = mm.pmd_entry_location(BASE)
+    assert loc is not None
+    slot = PmdSlot(_ptr(mm.mem, loc[0]), loc[1])
+    m = _machine(config, mm, "")
+    m.add_thread(0, lambda k: lockless_pte_reader(k, ref, BASE + PAGE_SIZE))
+    m.add_thread(1, lambda k: retract_page_tables(k, slot, BASE))
+    return m
+
+
+def _build_munmap(ntables: int) -> Callable[[Config], Machine]:
+    def build(config: Config) -> Machine:
+        mm = Mm(PhysMem(), levels=4, pt_reclaim=config.pt_reclaim, kernel="v6.14")
+        size = ntables * PMD_SIZE
+        mm.mmap(BASE, size)
+        mm.touch_range(BASE, BASE + size, stride=PMD_SIZE)
+        ref = MmRef(_ptr(mm.mem, mm.pgd))
+        m = _machine(config, mm, "")
+        m.add_thread(0, lambda k: unmap_region(k, ref, BASE, BASE + size))
+        return m
+
+    return build
+
+
+def _build_pgd_counterfactual(config: Config) -> Machine:
+    config = _at_least(config, 2)
+    mm, _ref = _small_mm(config, touched=())
+    pgd = _ptr(mm.mem, mm.pgd)
+    m = _machine(config, mm, "")
+    m.add_thread(0, sync_global_pgds)
+    m.add_thread(1, lambda k: counterfactual_free_pgd_via_mmu_gather(k, pgd))
+    return m
+
+
+def _build_deposit_counterfactual(config: Config) -> Machine:
+    config = _at_least(config, 2)
+    mm = Mm(PhysMem(), levels=4, pt_reclaim=config.pt_reclaim, kernel="v6.14")
+    mm.mmap(BASE, 2 * PMD_SIZE, thp=True)
+    mm.touch(BASE)  # a huge PMD, with a PTE table deposited in the PMD table's ptdesc
+    w = mm.walk(BASE)
+    pud_step = next(s for s in w.steps if s.level == "pud")
+    pmd_step = next(s for s in w.steps if s.level == "pmd")
+    mem = mm.mem
+    slot = PmdSlot(_ptr(mem, pmd_step.table_pfn), pmd_step.index)
+    pud = _ptr(mem, pud_step.table_pfn)
+    m = _machine(config, mm, "")
+    m.add_thread(
+        1,
+        lambda k: counterfactual_free_pmd_keeping_deposit(k, pud, pud_step.index, slot, BASE),
+    )
+    return m
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "reclaim-vs-pte-offset-map-lock",
+            "MADV_DONTNEED reclaims an empty PTE table (CPU1) while CPU0 is inside "
+            "pte_offset_map_lock() on it (mincore)",
+            2,
+            _reclaim_vs(("pte_offset_map_lock",)),
+        ),
+        Scenario(
+            "reclaim-vs-gup-fast",
+            "MADV_DONTNEED reclaims a PTE table (CPU1) while CPU0 walks it with GUP-fast, "
+            "interrupts off",
+            2,
+            _reclaim_vs(("gup_fast",)),
+        ),
+        Scenario(
+            "reclaim-vs-both",
+            "PT reclaim on CPU1 against a pte_offset_map_lock() reader on CPU0 and GUP-fast "
+            "on CPU2",
+            3,
+            _reclaim_vs(("pte_offset_map_lock", "gup_fast")),
+        ),
+        Scenario(
+            "khugepaged-vs-pte-offset-map",
+            "khugepaged retracts a PTE table with pte_free_defer() (CPU1) while CPU0 reads it "
+            "under pte_offset_map()",
+            2,
+            _build_khugepaged,
+        ),
+        Scenario(
+            "munmap",
+            "munmap of a 6 MiB mapping frees its 3 PTE tables and the PMD and PUD tables "
+            "through one mmu_gather",
+            2,
+            _build_munmap(3),
+        ),
+        Scenario(
+            "munmap-batching",
+            "munmap of 1100 PTE tables: table batches fill at 509 and are handed to RCU; "
+            "the rest goes at tlb_finish_mmu",
+            2,
+            _build_munmap(1100),
+            in_matrix=False,
+        ),
+        Scenario(
+            "rcu-free-pgd-on-pgd-list",
+            "counterfactual: a PGD still on pgd_list freed through tlb_remove_table() while "
+            "CPU0 walks pgd_list",
+            2,
+            _build_pgd_counterfactual,
+            counterfactual=True,
+        ),
+        Scenario(
+            "rcu-free-pmd-with-deposit",
+            "counterfactual: a PMD table whose pmd_huge_pte still holds a THP deposit freed "
+            "through the mmu_gather",
+            2,
+            _build_deposit_counterfactual,
+            counterfactual=True,
+        ),
+    )
+}
+
+
+def names() -> list[str]:
+    return list(SCENARIOS)
+
+
+def get(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown scenario {name!r}; known scenarios: {', '.join(SCENARIOS)}"
+        ) from None
+
+
+def build(name: str, config: Config | None = None) -> Machine:
+    """A fresh machine for scenario ``name`` under ``config`` (default: v6.14 native)."""
+    sc = get(name)
+    m = sc.builder(config or Config())
+    m.scenario = name
+    return m

@@ -1,0 +1,263 @@
+"""What a learner does in each lesson, as data: notebook -> the steps to click through.
+
+Every notebook in ``notebooks/`` must have a row in :data:`LESSON_STEPS` (a test checks it).
+The browser test opens the notebook, runs all cells, checks that nothing failed and that
+every widget rendered, then performs the row's steps in order, checks again and saves a
+screenshot ``artifacts/<notebook stem>.png``.
+
+To add a lesson, list its interactions, for instance::
+
+    "02_stepper.ipynb": (
+        Click("step CPU1", changes=("labels", "images")),
+        Choose("v6.14", changes=("labels",)),
+        Check("PT_RECLAIM", changes=("labels", "images")),
+        Type("KiB:", "16", changes=()),
+        Click("play witness", changes=("labels", "images")),
+        Screenshot("02_stepper_after_witness", near="play witness"),
+    ),
+
+Steps assert that the page *changed* (the text panel, the picture), not what the model
+computed: outcomes are tested against the model in ``tests/``; :class:`ExpectLabel` is for
+fixed interface text only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from labdriver import (
+    NOTEBOOK,
+    OUTPUT,
+    LabError,
+    click_button,
+    image_sources,
+    label_text,
+    label_texts,
+    notebook_name,
+    poll,
+    screenshot,
+)
+from playwright.sync_api import Page
+
+Part = Literal["labels", "images"]
+CHANGE_TIMEOUT_S = 20.0
+
+
+class Step(Protocol):
+    """One learner action (or check) in a lesson."""
+
+    def run(self, page: Page) -> None: ...
+
+
+def _snapshot(page: Page, parts: tuple[Part, ...]) -> dict[Part, list[str]]:
+    readers: dict[Part, Callable[[Page], list[str]]] = {
+        "labels": label_texts,
+        "images": image_sources,
+    }
+    return {part: readers[part](page) for part in parts}
+
+
+def _act_and_expect_changes(
+    page: Page, what: str, act: Callable[[], None], parts: tuple[Part, ...]
+) -> None:
+    before = _snapshot(page, parts)
+    act()
+    if not parts:
+        return
+
+    def all_changed() -> bool:
+        now = _snapshot(page, parts)
+        return all(now[part] != before[part] for part in parts)
+
+    def message() -> str:
+        now = _snapshot(page, parts)
+        same = [part for part in parts if now[part] == before[part]]
+        shown = label_texts(page)
+        return (
+            f"{notebook_name(page)}: after {what}, these did not change within "
+            f"{CHANGE_TIMEOUT_S:.0f} s: {same}; labels now: {shown}"
+        )
+
+    poll(all_changed, CHANGE_TIMEOUT_S, message)
+
+
+@dataclass(frozen=True)
+class Click:
+    """Click the widget button captioned ``button``; ``changes`` must then change."""
+
+    button: str
+    changes: tuple[Part, ...] = ("labels", "images")
+
+    def run(self, page: Page) -> None:
+        _act_and_expect_changes(
+            page, f"clicking {self.button!r}", lambda: click_button(page, self.button), self.changes
+        )
+
+
+@dataclass(frozen=True)
+class Choose:
+    """Pick ``option`` in a ToggleButtons, RadioButtons or Dropdown widget."""
+
+    option: str
+    changes: tuple[Part, ...] = ("labels", "images")
+
+    def run(self, page: Page) -> None:
+        _act_and_expect_changes(
+            page,
+            f"choosing {self.option!r}",
+            lambda: _choose_option(page, self.option),
+            self.changes,
+        )
+
+
+def _choose_option(page: Page, option: str) -> None:
+    exact = re.compile(rf"^\s*{re.escape(option)}\s*$")
+    outputs = page.locator(OUTPUT)
+    toggle = outputs.locator("button.widget-toggle-button").filter(has_text=exact)
+    if toggle.count():
+        toggle.first.click()
+        return
+    radio = outputs.locator(".widget-radio-box label").filter(has_text=exact)
+    if radio.count():
+        radio.first.click()
+        return
+    for select in outputs.locator(".widget-dropdown select").all():
+        if select.locator("option").filter(has_text=exact).count():
+            select.select_option(label=option)
+            return
+    raise LabError(f"{notebook_name(page)}: no toggle, radio or dropdown offers {option!r}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """Flip the Checkbox whose description is ``description``."""
+
+    description: str
+    changes: tuple[Part, ...] = ("labels", "images")
+
+    def run(self, page: Page) -> None:
+        box = (
+            page.locator(f"{OUTPUT} .widget-checkbox")
+            .filter(has_text=self.description)
+            .locator("input[type='checkbox']")
+        )
+
+        def flip() -> None:
+            if not box.count():
+                raise LabError(f"{notebook_name(page)}: no checkbox {self.description!r}")
+            box.first.click()
+
+        _act_and_expect_changes(page, f"ticking {self.description!r}", flip, self.changes)
+
+
+@dataclass(frozen=True)
+class Type:
+    """Type ``text`` into the Text/IntText/FloatText widget described as ``description``.
+
+    Enter is pressed afterwards, so widgets that sync on submit see the value too.
+    """
+
+    description: str
+    text: str
+    changes: tuple[Part, ...] = ()
+
+    def run(self, page: Page) -> None:
+        field = (
+            page.locator(f"{OUTPUT} .widget-inline-hbox")
+            .filter(has=page.locator("label.widget-label", has_text=self.description))
+            .locator("input")
+        )
+
+        def type_text() -> None:
+            if not field.count():
+                raise LabError(f"{notebook_name(page)}: no text field {self.description!r}")
+            field.first.fill(self.text)
+            field.first.press("Enter")
+
+        _act_and_expect_changes(page, f"typing into {self.description!r}", type_text, self.changes)
+
+
+@dataclass(frozen=True)
+class ExpectLabel:
+    """Some Label/HTML widget shows ``text`` (fixed interface text, not a model outcome)."""
+
+    text: str
+
+    def run(self, page: Page) -> None:
+        poll(
+            lambda: any(self.text in t for t in label_texts(page)),
+            CHANGE_TIMEOUT_S,
+            lambda: (
+                f"{notebook_name(page)}: no label shows {self.text!r}; labels: {label_texts(page)}"
+            ),
+        )
+        label_text(page, contains=self.text)
+
+
+@dataclass(frozen=True)
+class ExpectImage:
+    """At least ``count`` figure images are shown in the outputs."""
+
+    count: int = 1
+
+    def run(self, page: Page) -> None:
+        poll(
+            lambda: len(image_sources(page)) >= self.count,
+            CHANGE_TIMEOUT_S,
+            lambda: (
+                f"{notebook_name(page)}: expected at least {self.count} figure image(s) "
+                f"in the outputs, found {len(image_sources(page))}"
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Screenshot:
+    """Save ``artifacts/<name>.png`` here, first scrolling ``near`` into view.
+
+    ``near`` is looked for as a widget's or output's exact text, then as part of one, then
+    anywhere in the notebook.
+    """
+
+    name: str
+    near: str | None = None
+
+    def run(self, page: Page) -> None:
+        if self.near is not None:
+            for scope, exact in ((OUTPUT, True), (OUTPUT, False), (NOTEBOOK, False)):
+                found = page.locator(scope).get_by_text(self.near, exact=exact)
+                target = found.filter(visible=True)
+                if target.count():
+                    target.first.scroll_into_view_if_needed()
+                    break
+            else:
+                raise LabError(f"{notebook_name(page)}: nothing shows {self.near!r} to scroll to")
+        screenshot(page, self.name)
+
+
+LESSON_STEPS: dict[str, tuple[Step, ...]] = {
+    # TEMPORARY: the harness smoke notebook; delete this row together with the notebook.
+    "00_smoke.ipynb": (
+        ExpectImage(),
+        ExpectLabel("clicks:"),
+        Click("Step", changes=("labels", "images")),
+        ExpectImage(),
+        Screenshot("00_smoke_widget", near="Step"),
+    ),
+    "01_page_tables.ipynb": (
+        Click("touch", changes=("labels", "images")),
+        Choose("5-level (LA57)", changes=("labels", "images")),
+        Choose("after call_rcu()", changes=("images",)),
+        Type("KiB:", "16"),
+        Click("check", changes=("labels",)),
+        Screenshot("01_page_tables_quiz", near="KiB:"),
+    ),
+    "07_real_kernel.ipynb": (
+        Choose("MADV_FREE", changes=()),
+        Click("Run", changes=("labels", "images")),
+        Screenshot("07_real_kernel_lab", near="MADV_FREE"),
+    ),
+}
