@@ -27,3 +27,4 @@ def fail(command: str, message: str) -> int:
     print(f"ptlab {command}: error: {message}", file=sys.stderr)
     return 2
 SUBCOMMANDS.append("vmpte")
+SUBCOMMANDS += ["scenarios", "path", "explore", "matrix"]

@@ -91,7 +91,9 @@ class Exploration:
         for kind in sorted(self.kinds):
             lines.append(f"{kind}: {self.verdict(kind)}")
         for kind, w in sorted(self.witnesses.items()):
-            lines.append(f"witness for {kind} ({len(w.schedule)} steps): {' '.join(w.schedule)}")
+            lines.append(
+                f"witness for {kind} ({len(w.schedule)} steps): {compact_schedule(w.schedule)}"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +111,39 @@ class Exploration:
         }
 
 
+def compact_schedule(schedule: list[str]) -> str:
+    """``['CPU0', 'CPU0', 'CPU1']`` → ``'CPU0*2 CPU1'`` (``parse_schedule`` reads it back)."""
+    out: list[str] = []
+    i = 0
+    while i < len(schedule):
+        j = i
+        while j < len(schedule) and schedule[j] == schedule[i]:
+            j += 1
+        out.append(schedule[i] if j - i == 1 else f"{schedule[i]}*{j - i}")
+        i = j
+    return " ".join(out)
+
+
+def parse_schedule(text: str) -> list[str]:
+    """``'CPU0*2 CPU1, RCU:gp'`` → ``['CPU0', 'CPU0', 'CPU1', 'RCU:gp']``.
+
+    Lane names are checked when the schedule is replayed; a bad repeat count is a
+    ValueError naming the token.
+    """
+    lanes: list[str] = []
+    for tok in text.replace(",", " ").split():
+        name, star, count = tok.partition("*")
+        if star:
+            if not count.isdigit() or int(count) < 1:
+                raise ValueError(f"bad repeat count in {tok!r}; write LANE*N with N ≥ 1")
+            lanes += [name] * int(count)
+        else:
+            lanes.append(name)
+    if not lanes:
+        raise ValueError("the schedule is empty; give lanes such as 'CPU0*3 CPU1 RCU:gp'")
+    return lanes
+
+
 def outcome_kinds(m: Machine) -> frozenset[str]:
     """What went wrong in a finished run (empty: nothing)."""
     kinds = {r.kind for r in m.reports()}
@@ -124,19 +159,27 @@ def label(kinds: frozenset[str]) -> str:
 
 
 def explore(
-    scenario: str,
+    scenario: str | Callable[[], Machine],
     config: Config | None = None,
     *,
     max_states: int = DEFAULT_MAX_STATES,
     progress: Callable[[int], None] | None = None,
 ) -> Exploration:
-    """Visit every interleaving of ``scenario`` under ``config``."""
-    get(scenario)  # validates the name
-    config = config or Config()
+    """Visit every interleaving of ``scenario`` under ``config``.
+
+    ``scenario`` is a scenario name, or a function returning a fresh machine (for
+    scenarios built with ``ptlab.sim.scenarios.custom``; ``config`` is then unused).
+    """
     t0 = time.perf_counter()
-    root = build(scenario, config)
+    if callable(scenario):
+        root = scenario()
+        name = root.scenario or "custom"
+    else:
+        get(scenario)  # validates the name
+        root = build(scenario, config or Config())
+        name = scenario
     root.record = False
-    res = Exploration(scenario, root.config)
+    res = Exploration(name, root.config)
     # depth → key → [machine, schedule count]
     layers: dict[int, dict[Any, list[Any]]] = {0: {root.state_key(): [root, 1]}}
     depth = 0

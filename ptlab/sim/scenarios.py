@@ -221,6 +221,9 @@ def _reclaim_vs(readers: tuple[str, ...]) -> Callable[[Config], Machine]:
 def _build_khugepaged(config: Config) -> Machine:
     config = _at_least(config, 2)
     mm, ref = _small_mm(config)
+    # The pages this table mapped now live in the huge page in the page cache; what is
+    # left to retract is the (empty) table itself.
+    mm.zap_range(BASE, BASE + PMD_SIZE, reclaim_pt=False)
     loc = mm.pmd_entry_location(BASE)
     assert loc is not None
     slot = PmdSlot(_ptr(mm.mem, loc[0]), loc[1])
@@ -357,4 +360,116 @@ def build(name: str, config: Config | None = None) -> Machine:
     sc = get(name)
     m = sc.builder(config or Config())
     m.scenario = name
+    return m
+
+
+# --------------------------------------------------------------------------- your own scenario
+
+#: The kernel paths a custom scenario can put on a CPU: name → (arguments, description).
+BLOCKS: dict[str, tuple[tuple[str, ...], str]] = {
+    "madvise_dontneed": (("offset", "length"),
+                         "MADV_DONTNEED of [offset, offset+length): zap, maybe reclaim tables"),
+    "mincore": (("offset",), "pte_offset_map_lock() reader of the PTE at offset"),
+    "pte_offset_map": (("offset",), "pte_offset_map() reader (no PTE lock) of the PTE at offset"),
+    "gup_fast": (("offset",), "GUP-fast of the page at offset (interrupts off), then unpin"),
+    "retract": (("offset",), "khugepaged retract_page_tables() of the table covering offset"),
+}
+CUSTOM_SIZE = 4 * PMD_SIZE
+
+
+def _parse_size(tok: str, what: str) -> int:
+    t = tok.strip().lower()
+    mult = 1
+    if t.endswith("k"):
+        mult, t = 1 << 10, t[:-1]
+    elif t.endswith("m"):
+        mult, t = 1 << 20, t[:-1]
+    try:
+        v = int(t, 0) * mult
+    except ValueError:
+        raise ValueError(f"{what}: {tok!r} is not a number (use e.g. 0x1000, 4096, 4k, 2M)") from None
+    if v < 0 or v % PAGE_SIZE:
+        raise ValueError(f"{what}: {tok!r} must be a non-negative multiple of 4 KiB")
+    return v
+
+
+def parse_block(text: str) -> tuple[str, tuple[int, ...]]:
+    """``"madvise_dontneed 0 2M"`` → ``("madvise_dontneed", (0, 2097152))``."""
+    parts = text.split()
+    if not parts or parts[0] not in BLOCKS:
+        raise ValueError(
+            f"unknown kernel path {parts[0] if parts else text!r}; choose from: "
+            + ", ".join(f"{n} {' '.join(a)}" for n, (a, _) in BLOCKS.items())
+        )
+    name = parts[0]
+    argnames = BLOCKS[name][0]
+    if len(parts) - 1 != len(argnames):
+        raise ValueError(f"{name} takes {' '.join(argnames)}; got {text!r}")
+    vals = tuple(_parse_size(t, f"{name} {a}") for t, a in zip(parts[1:], argnames, strict=True))
+    end = vals[0] + (vals[1] if len(vals) > 1 else PAGE_SIZE)
+    if end > CUSTOM_SIZE:
+        raise ValueError(
+            f"{text!r} reaches past the {CUSTOM_SIZE >> 20} MiB mapping of a custom scenario"
+        )
+    return name, vals
+
+
+def _block_thread(ref: MmRef, mm: Mm, blocks: list[tuple[str, tuple[int, ...]]]):  # type: ignore[no-untyped-def]
+    slots = {}
+    for _name, vals in blocks:
+        loc = mm.pmd_entry_location(BASE + vals[0])
+        if loc is not None:
+            slots[vals[0]] = PmdSlot(_ptr(mm.mem, loc[0]), loc[1])
+
+    def thread(k: Kernel) -> KGen:
+        for name, vals in blocks:
+            addr = BASE + vals[0]
+            if name == "madvise_dontneed":
+                yield from madvise_dontneed_single_vma(k, ref, addr, addr + vals[1])
+            elif name == "mincore":
+                yield from do_mincore(k, ref, addr)
+            elif name == "pte_offset_map":
+                yield from lockless_pte_reader(k, ref, addr)
+            elif name == "gup_fast":
+                yield from get_user_pages_fast_once(k, ref, addr)
+            elif name == "retract" and vals[0] in slots:
+                yield from retract_page_tables(k, slots[vals[0]], addr - addr % PMD_SIZE)
+
+    return thread
+
+
+def custom(
+    threads: dict[int, list[str] | str],
+    config: Config | None = None,
+    *,
+    touched: tuple[int, ...] = (0, PAGE_SIZE),
+) -> Machine:
+    """Build a scenario from kernel paths: ``{cpu: ["madvise_dontneed 0 2M", ...]}``.
+
+    The address space is an 8 MiB anonymous mapping at :data:`BASE` with the pages at
+    ``touched`` (offsets) faulted in.  Each CPU runs its paths one after the other.
+
+    >>> m = custom({0: "mincore 0x1000", 1: "madvise_dontneed 0 2M"}, Config(kernel="v6.13"))
+    >>> sorted(m.threads)
+    ['CPU0', 'CPU1']
+    """
+    config = config or Config()
+    if not threads:
+        raise ValueError("a scenario needs at least one CPU with a kernel path")
+    for cpu in threads:
+        if not isinstance(cpu, int) or not 0 <= cpu < 4:
+            raise ValueError(f"CPU {cpu!r} is not allowed; use CPU numbers 0 to 3")
+    config = _at_least(config, max(threads) + 1)
+    mm = Mm(PhysMem(), levels=4, pt_reclaim=config.pt_reclaim, kernel="v6.14")
+    mm.mmap(BASE, CUSTOM_SIZE)
+    for off in touched:
+        if not 0 <= off < CUSTOM_SIZE or off % PAGE_SIZE:
+            raise ValueError(f"touched offset {off:#x} must be page aligned and inside the mapping")
+        mm.touch(BASE + off)
+    ref = MmRef(_ptr(mm.mem, mm.pgd))
+    m = _machine(config, mm, "custom")
+    for cpu, spec in sorted(threads.items()):
+        texts = [spec] if isinstance(spec, str) else list(spec)
+        blocks = [parse_block(t) for t in texts]
+        m.add_thread(cpu, _block_thread(ref, mm, blocks))
     return m
