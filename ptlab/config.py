@@ -98,10 +98,8 @@ class Config:
     def kconfig(self) -> dict[str, bool]:
         """The Kconfig symbols this configuration implies."""
         paravirt = self.paravirt != "none"
-        if self.kernel == "v6.15":
-            rcu_table_free = True  # a37259732a7d: x86 selects it unconditionally
-        else:
-            rcu_table_free = paravirt or self.pt_reclaim
+        # v6.15 (a37259732a7d): x86 selects it unconditionally.
+        rcu_table_free = self.kernel == "v6.15" or paravirt or self.pt_reclaim
         return {
             "CONFIG_PARAVIRT": paravirt,
             "CONFIG_PT_RECLAIM": self.pt_reclaim,

@@ -37,7 +37,7 @@ def test_geometry_constants() -> None:
     assert pg.PMD_SIZE == 2 << 20 and pg.PUD_SIZE == 1 << 30
     assert pg.PTRS_PER_PTE == pg.PTRS_PER_PMD == pg.PTRS_PER_PUD == pg.PTRS_PER_PGD == 512
     # bits 12..51 inclusive are the frame number
-    assert pg.PTE_PFN_MASK == sum(1 << b for b in range(12, 52))
+    assert sum(1 << b for b in range(12, 52)) == pg.PTE_PFN_MASK
 
 
 def test_issue_example_split() -> None:

@@ -83,7 +83,7 @@ def test_table_match_checks_hold(kernel: str) -> None:
 
 
 def test_layout_errors_name_allowed_values() -> None:
-    with pytest.raises(ValueError, match="v6.14, v6.18"):
+    with pytest.raises(ValueError, match=r"v6\.14, v6\.18"):
         layout("ptdesc", "v5.10")
     with pytest.raises(ValueError, match="ptdesc, page"):
         layout("folio", "v6.14")

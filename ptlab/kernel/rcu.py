@@ -55,7 +55,8 @@ def call_rcu(k: Kernel, head: tuple[str, Ptr], func: str, *arg: Any) -> KGen:
     ``("batch", page)`` for ``mmu_table_batch->rcu``.
     """
     if func not in RCU_CALLBACKS:
-        raise ValueError(f"unknown RCU callback {func!r}; known: {', '.join(sorted(RCU_CALLBACKS))}")
+        known = ", ".join(sorted(RCU_CALLBACKS))
+        raise ValueError(f"unknown RCU callback {func!r}; known: {known}")
     yield CallRcu(head, func, tuple(arg))
 
 

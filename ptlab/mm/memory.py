@@ -451,7 +451,7 @@ class Mm:
             if addr == end:
                 break
         start &= PUD_MASK
-        if False:
+        if start < floor:
             return
         if ceiling:
             ceiling &= PUD_MASK

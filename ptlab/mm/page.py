@@ -766,18 +766,29 @@ class PhysMem:
             self._digest[pfn] = d
         return d
 
-    def state_key(self) -> Hashable:
+    def state_key(self, *, history: bool = True) -> Hashable:
         """Hashable value that is equal for two PhysMems iff their observable state is:
         frame states, kinds, generations, free-list order, struct page words, contents,
-        free records, counters and reports.  Content digests are cached per frame."""
+        free records, counters and reports.  Content digests are cached per frame.
+
+        With ``history=False`` *who* freed a frame and *who* caused a report (actor,
+        stack, step) are left out, only their kinds and frames kept: two runs that differ
+        only in when something happened then compare equal, which is what a model
+        checker needs to merge interleavings (nothing later depends on those records)."""
         n = self._next - self._first
         data_free: tuple[tuple[Who | None, ...], bytes] | None = None
-        if self._data_free_who is not None and self._data_free_gen is not None:
+        if history and self._data_free_who is not None and self._data_free_gen is not None:
             ids = self._data_free_who[:n].tolist()
             data_free = (
                 tuple(self._whos[i] if i >= 0 else None for i in ids),
                 self._data_free_gen[:n].tobytes(),
             )
+        if history:
+            freed: tuple[object, ...] = tuple(sorted(self._free_hist.items()))
+            reports: tuple[object, ...] = tuple(self.reports)
+        else:
+            freed = ()
+            reports = tuple((r.kind, r.pfn, r.access, r.reused) for r in self.reports)
         return (
             self._first,
             self._next,
@@ -787,10 +798,10 @@ class PhysMem:
             self._free_stack[: self._free_top].tobytes(),
             tuple(sorted((p, tuple(w)) for p, w in self._words.items())),
             tuple(sorted((p, self._content_digest(p)) for p in self._contents)),
-            tuple(sorted(self._free_hist.items())),
+            freed,
             data_free,
             self.nr_pagetable,
-            tuple(self.reports),
+            reports,
             tuple(sorted(self._globals.items())),
             self._zero_pfn,
         )

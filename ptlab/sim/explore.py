@@ -187,7 +187,7 @@ def explore(
     while layers:
         depth = min(layers)
         layer = layers.pop(depth)
-        for key, (m, count) in layer.items():
+        for m, count in layer.values():
             seen += 1
             if progress is not None and seen % 1000 == 0:
                 progress(seen)
@@ -211,7 +211,15 @@ def explore(
             for i, lane in enumerate(lanes):
                 child = m if i == len(lanes) - 1 else m.clone()
                 before = len(child.reports())
-                child.step(lane)
+                child.step_enabled(lane)
+                before = _note_witnesses(res, child, before)
+                # Where only one lane can move there is nothing to choose: follow the
+                # chain without hashing the intermediate states.
+                nxt = child.enabled_lanes()
+                while len(nxt) == 1:
+                    child.step_enabled(nxt[0])
+                    before = _note_witnesses(res, child, before)
+                    nxt = child.enabled_lanes()
                 ck = child.state_key()
                 bucket = layers.setdefault(len(child.schedule), {})
                 slot = bucket.get(ck)
@@ -219,12 +227,18 @@ def explore(
                     bucket[ck] = [child, count]
                 else:
                     slot[1] += count
-                for r in child.reports()[before:]:
-                    if r.kind not in res.witnesses:
-                        res.witnesses[r.kind] = Witness(r.kind, list(child.schedule), r.message())
     res.states = seen
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _note_witnesses(res: Exploration, m: Machine, before: int) -> int:
+    """Record the schedule so far as the witness of any report kind seen first now."""
+    reports = m.reports()
+    for r in reports[before:]:
+        if r.kind not in res.witnesses:
+            res.witnesses[r.kind] = Witness(r.kind, list(m.schedule), r.message())
+    return len(reports)
 
 
 def replay(scenario: str, config: Config, schedule: list[str]) -> Machine:

@@ -253,8 +253,6 @@ class Machine:
                 return None
             return "no callbacks are waiting for a grace period"
         if lane == "RCU:cb":
-            if self.cb_thread is not None:
-                return self._op_blocked(self.cb_thread)
             if self.rcu.done:
                 return None
             if self.rcu.waiting:
@@ -282,7 +280,23 @@ class Machine:
         return None
 
     def enabled_lanes(self) -> list[str]:
-        return [lane for lane in self.lanes() if self.why_not(lane) is None]
+        """The lanes that can step now, in lane order (same answer as ``why_not``)."""
+        out: list[str] = []
+        for c, st in enumerate(self.cpus):
+            lane = _CPU_LANES[c]
+            t = self.threads.get(lane)
+            if t is not None and not t.done and self._op_blocked(t) is None:
+                out.append(lane)
+            if st.ipis and st.irqs_on:
+                out.append(_IRQ_LANES[c])
+        r = self.rcu
+        if (r.qs_needed == frozenset() and r.gp_seq % 2 == 1) or (
+            r.gp_seq % 2 == 0 and r.pending
+        ):
+            out.append("RCU:gp")
+        if r.done:
+            out.append("RCU:cb")
+        return out
 
     def finished(self) -> bool:
         return not self.enabled_lanes()
@@ -294,9 +308,14 @@ class Machine:
         reason = self.why_not(lane)
         if reason is not None:
             raise StepRefused(f"cannot step {lane}: {reason}")
+        return self.step_enabled(lane)
+
+    def step_enabled(self, lane: str) -> Event | None:
+        """``step`` for a lane known to be enabled (from ``enabled_lanes``)."""
         seq = len(self.schedule)
         self.schedule.append(lane)
         before = len(self.mem.reports) + len(self.extra_reports)
+        ev: Event | None
         if lane.endswith(":irq"):
             ev = self._take_ipi(int(lane[3:-4]), seq)
         elif lane == "RCU:gp":
@@ -305,6 +324,7 @@ class Machine:
             ev = self._cb_step(seq)
         else:
             ev = self._thread_step(self.threads[lane], seq)
+        self._take_ipis_on_idle_cpus(seq)
         self._note_quiescent()
         reports = self.reports()[before:]
         if ev is not None and reports:
@@ -618,6 +638,24 @@ class Machine:
 
     # ------------------------------------------------------------------ IPIs
 
+    def idle(self, cpu: int) -> bool:
+        """A CPU with no kernel code left to run in this scenario."""
+        t = self.threads.get(f"CPU{cpu}")
+        return t is None or t.done
+
+    def _take_ipis_on_idle_cpus(self, seq: int) -> None:
+        """Idle CPUs take IPIs at once.
+
+        When an idle CPU takes an IPI matters to nobody but the sender waiting for it,
+        and the sender's own wait step can still be scheduled at any later moment; so
+        taking it immediately loses no interleaving and spares the explorer a lane.
+        """
+        for c, st in enumerate(self.cpus):
+            while st.ipis and st.irqs_on and self.idle(c):
+                ev = self._take_ipi(c, seq)
+                if self.record:
+                    self.pending_marks.append(ev)
+
     def _take_ipi(self, cpu: int, seq: int) -> Event:
         st = self.cpus[cpu]
         ticket, st.ipis = st.ipis[0], st.ipis[1:]
@@ -666,26 +704,31 @@ class Machine:
         return Event(seq, "RCU:gp", ("rcu_gp_kthread",),
                      f"grace period {r.gp_seq // 2} ends", kind="gp-end")
 
-    def _cb_step(self, seq: int) -> Event | None:
+    def _cb_step(self, seq: int) -> Event:
+        """Invoke the next ready callback and run it to the end, as one step.
+
+        A callback runs in softirq context after its grace period; everything it touches
+        is by then unreachable for other CPUs (that is what the grace period is for), so
+        no other CPU can observe its individual operations and ptlab does not interleave
+        them.  Each operation is still recorded as an event of this step.
+        """
         r = self.rcu
-        if self.cb_thread is None:
-            cb, r.done = r.done[0], r.done[1:]
-            r.running = cb
-            fn = RCU_CALLBACKS[cb.func]
-            kind, ptr = cb.head
-            self.cb_thread = Thread(
-                "RCU:cb", lambda k, fn=fn, kind=kind, ptr=ptr, arg=cb.arg: fn(k, kind, ptr, *arg),
-                Kernel(self.config, None),
-            )
-            ev = Event(seq, "RCU:cb", ("rcu_do_batch", cb.func), f"invoke {cb.describe()}",
-                       kind="cb-invoke")
-            self._retire_cb_if_done()
-            return ev
-        t = self.cb_thread
-        ev = self._thread_step(t, seq)
-        ev.stack = ("rcu_do_batch", *ev.stack)
-        self._retire_cb_if_done()
-        return ev
+        cb, r.done = r.done[0], r.done[1:]
+        r.running = cb
+        fn = RCU_CALLBACKS[cb.func]
+        kind, ptr = cb.head
+        t = Thread("RCU:cb", _callback_factory(fn, kind, ptr, cb.arg), Kernel(self.config, None))
+        first = Event(seq, "RCU:cb", ("rcu_do_batch", cb.func), f"invoke {cb.describe()}",
+                      kind="cb-invoke")
+        inner: list[Event] = []
+        while not t.done:
+            ev = self._thread_step(t, seq)
+            ev.stack = ("rcu_do_batch", *ev.stack)
+            inner.append(ev)
+        r.running = None
+        if self.record:
+            self.pending_marks[:0] = inner
+        return first
 
     def _retire_cb_if_done(self) -> None:
         if self.cb_thread is not None and self.cb_thread.done:
@@ -720,7 +763,7 @@ class Machine:
         cb = None if self.cb_thread is None else (self.cb_thread.nsteps, self.cb_thread.hkey)
         return (
             len(self.schedule),
-            self.mem.state_key(),
+            self.mem.state_key(history=False),
             tuple(c.key() for c in self.cpus),
             tuple(sorted(self.locks.items())),
             tuple(sorted((t, i.remaining) for t, i in self.ipis.items())),
@@ -729,6 +772,7 @@ class Machine:
             th,
             tuple(sorted(self.counters.items())),
             tuple((r.kind, r.pfn) for r in self.extra_reports),
+            tuple(sorted(self.queued.items())),
         )
 
     def clone(self) -> Machine:
@@ -780,6 +824,19 @@ def op_frames(op: O.Op) -> tuple[int, ...]:
         tables = op.arg[0] if op.arg and isinstance(op.arg[0], tuple) else ()
         return (op.head[1].pfn, *(t.pfn for t in tables if isinstance(t, Ptr)))
     return ()
+
+
+_CPU_LANES = tuple(f"CPU{c}" for c in range(8))
+_IRQ_LANES = tuple(f"CPU{c}:irq" for c in range(8))
+
+
+def _callback_factory(
+    fn: Callable[..., KGen], kind: str, ptr: Ptr, arg: tuple[Any, ...]
+) -> ThreadFactory:
+    def factory(k: Kernel) -> KGen:
+        return fn(k, kind, ptr, *arg)
+
+    return factory
 
 
 def describe_op(op: O.Op | None) -> str:

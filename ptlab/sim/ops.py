@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +134,7 @@ class NamedLock:
     name: str
 
 
-LockRef = Union[PtlLock, NamedLock]
+LockRef = PtlLock | NamedLock
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +244,7 @@ class AllocPage:
 
 @dataclass(frozen=True, slots=True)
 class FreePage:
-    """Return a frame to the page allocator (``free_page``, ``pagetable_free``, last ``put_page``)."""
+    """Give a frame back to the page allocator (``free_page``, ``pagetable_free``)."""
 
     page: Ptr
     how: str = "free_page"
@@ -299,35 +299,35 @@ class Mark:
     frames: tuple[int, ...] = ()
 
 
-Op = Union[
-    ReadEntry,
-    WriteEntry,
-    XchgEntry,
-    ScanEntries,
-    ReadField,
-    WriteField,
-    CounterAdd,
-    LockAcquire,
-    LockTry,
-    LockRelease,
-    IrqSave,
-    IrqRestore,
-    PreemptDisable,
-    PreemptEnable,
-    RcuReadLock,
-    RcuReadUnlock,
-    CallRcu,
-    SendIpi,
-    WaitIpi,
-    HypervisorFlush,
-    AllocPage,
-    FreePage,
-    FreePages,
-    ListWalk,
-    GetPage,
-    PutPage,
-    Mark,
-]
+Op = (
+    ReadEntry
+    | WriteEntry
+    | XchgEntry
+    | ScanEntries
+    | ReadField
+    | WriteField
+    | CounterAdd
+    | LockAcquire
+    | LockTry
+    | LockRelease
+    | IrqSave
+    | IrqRestore
+    | PreemptDisable
+    | PreemptEnable
+    | RcuReadLock
+    | RcuReadUnlock
+    | CallRcu
+    | SendIpi
+    | WaitIpi
+    | HypervisorFlush
+    | AllocPage
+    | FreePage
+    | FreePages
+    | ListWalk
+    | GetPage
+    | PutPage
+    | Mark
+)
 
 #: What every modelled kernel function is: a generator of ops, receiving op results.
 KGen = Generator[Op, Any, Any]

@@ -387,7 +387,9 @@ def _parse_size(tok: str, what: str) -> int:
     try:
         v = int(t, 0) * mult
     except ValueError:
-        raise ValueError(f"{what}: {tok!r} is not a number (use e.g. 0x1000, 4096, 4k, 2M)") from None
+        raise ValueError(
+            f"{what}: {tok!r} is not a number (use e.g. 0x1000, 4096, 4k, 2M)"
+        ) from None
     if v < 0 or v % PAGE_SIZE:
         raise ValueError(f"{what}: {tok!r} must be a non-negative multiple of 4 KiB")
     return v
