@@ -1,5 +1,5 @@
 """Build notebooks/00,02-06 from the cell texts below, run them with nbclient, keep
-outputs only for '# NBVAL_CHECK_OUTPUT' cells.  Usage: .venv/bin/python make_lessons.py [names]"""
+outputs only for '# NBVAL_CHECK_OUTPUT' cells.  Usage: .venv/bin/python tools/make_lessons.py [names]"""
 from __future__ import annotations
 
 import sys
@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-ROOT = Path("/work/main")
+ROOT = Path(__file__).resolve().parent.parent
 NB_DIR = ROOT / "notebooks"
 CHECK = "# NBVAL_CHECK_OUTPUT\n"
 ALLOW = False

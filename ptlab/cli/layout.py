@@ -14,6 +14,7 @@ examples:
   ptlab layout
   ptlab layout --struct page --kernel v6.18
   ptlab layout --struct ptdesc --json
+  ptlab layout --kernel live --struct ptdesc   (this machine's BTF vs ptlab's 6.18 model)
 
 Members of one union share a union label (e.g. union@8) and overlap: writing one
 changes the others.  Dotted names (pt_rcu_head.next) are members of a nested struct.
@@ -21,9 +22,15 @@ changes the others.  Dotted names (pt_rcu_head.next) are members of a nested str
 
 
 def known_kernels() -> tuple[str, ...]:
-    """Kernel names ``--kernel`` accepts.  Layouts for these come from
-    :func:`load_layout`; a BTF-backed ``live`` entry can be added here and there."""
-    return KERNELS
+    """Kernel names ``--kernel`` accepts: ptlab's models, and ``live`` — the running
+    kernel's own layout read from /sys/kernel/btf/vmlinux."""
+    return (*KERNELS, "live")
+
+
+def live_structs() -> tuple[str, ...]:
+    from ptlab.live.btf import LIVE_STRUCTS
+
+    return tuple(LIVE_STRUCTS)
 
 
 def load_layout(struct: str, kernel: str) -> StructLayout:
@@ -39,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--struct", choices=STRUCTS, default="ptdesc",
-                   help="which struct (default ptdesc)")
+    p.add_argument("--struct", default="ptdesc", metavar="NAME",
+                   help=f"which struct: {', '.join(STRUCTS)}; with --kernel live also "
+                        "rcu_head, mmu_table_batch, mmu_gather (default ptdesc)")
     p.add_argument("--kernel", choices=known_kernels(), default=KERNELS[0],
                    help=f"kernel version (default {KERNELS[0]})")
     p.add_argument("--json", action="store_true", help="print a JSON object")
@@ -83,6 +91,19 @@ def layout_text(lay: StructLayout, kernel: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.kernel == "live":
+        from ptlab.live.btf import layout_report, live_layout
+
+        if args.json:
+            print(json.dumps(layout_json(live_layout(args.struct), "live"), indent=2))
+        else:
+            print(layout_report(args.struct))
+        return 0
+    if args.struct not in STRUCTS:
+        raise ValueError(
+            f"unknown struct {args.struct!r} for kernel {args.kernel}; allowed: "
+            f"{', '.join(STRUCTS)} (with --kernel live: {', '.join(live_structs())})"
+        )
     lay = load_layout(args.struct, args.kernel)
     print(json.dumps(layout_json(lay, args.kernel), indent=2) if args.json
           else layout_text(lay, args.kernel))

@@ -164,6 +164,9 @@ class PhysMem:
         # struct page words / contents only for frames that need them (see module doc)
         self._words: dict[int, list[int]] = {}
         self._contents: dict[int, U64Array] = {}
+        # Contents arrays shared with a clone: copied before their first write
+        # (copy-on-write keeps clone() cheap for the model checker).
+        self._shared: set[int] = set()
         self._digest: dict[int, bytes] = {}
         # free history: tables/kernel frames by (pfn, generation); data frames in arrays
         self._free_hist: dict[tuple[int, int], FreeRecord] = {}
@@ -265,6 +268,7 @@ class PhysMem:
         else:
             self._words[pfn] = self._fresh_words()
             self._contents[pfn] = np.zeros(PTRS_PER_PTE, dtype=np.uint64)
+            self._shared.discard(pfn)
 
     @staticmethod
     def _fresh_words() -> list[int]:
@@ -387,7 +391,8 @@ class PhysMem:
             self._contents.pop(pfn, None)
         else:
             self._free_hist[(pfn, gen)] = FreeRecord(pfn, gen, who, kind)
-            self._contents[pfn].fill(POISON_FREE)
+            self._contents[pfn] = np.full(PTRS_PER_PTE, POISON_FREE, dtype=np.uint64)
+            self._shared.discard(pfn)
         words = self._words.get(pfn)
         if words is not None:
             self._set_refcount(words, 0)
@@ -518,6 +523,10 @@ class PhysMem:
 
     def _contents_for_write(self, pfn: int, st: int) -> U64Array:
         arr = self._contents.get(pfn)
+        if arr is not None and pfn in self._shared:
+            arr = arr.copy()
+            self._contents[pfn] = arr
+            self._shared.discard(pfn)
         if arr is None:
             fill = POISON_FREE if st == _FREE else 0
             arr = np.full(PTRS_PER_PTE, fill, dtype=np.uint64)
@@ -749,7 +758,9 @@ class PhysMem:
         c._gen = self._gen.copy()
         c._free_stack = self._free_stack.copy()
         c._words = {p: list(w) for p, w in self._words.items()}
-        c._contents = {p: a.copy() for p, a in self._contents.items()}
+        c._contents = dict(self._contents)  # shared until written (copy-on-write)
+        self._shared = set(self._contents)
+        c._shared = set(self._contents)
         c._digest = dict(self._digest)
         c._free_hist = dict(self._free_hist)
         c._data_free_who = None if self._data_free_who is None else self._data_free_who.copy()

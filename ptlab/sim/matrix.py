@@ -12,6 +12,8 @@ exploring the scenario exhaustively.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -93,26 +95,48 @@ def _cell_text(r: Exploration) -> str:
     return ", ".join(f"{abbrev.get(k, k)}:{r.verdict(k)[0]}" for k in sorted(r.kinds))
 
 
+def _explore_cell(task: tuple[Config, str]) -> Exploration:
+    config, scenario = task
+    return explore(scenario, config)
+
+
 def safety_matrix(
     configs: Sequence[Config] | None = None,
     scenarios: Sequence[str] | None = None,
     *,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> Matrix:
-    """Explore every scenario under every config (``progress(done, total)`` if given)."""
+    """Explore every scenario under every config (``progress(done, total)`` if given).
+
+    Cells are independent, so they are explored in ``workers`` processes (default: one
+    per CPU, at most 4); results do not depend on the number of workers.
+    """
     cfgs = list(configs) if configs is not None else default_configs()
     scs = list(scenarios) if scenarios is not None else default_scenarios()
     for s in scs:
         get(s)
     t0 = time.perf_counter()
     mat = Matrix(cfgs, scs)
-    total = len(cfgs) * len(scs)
-    done = 0
-    for c in cfgs:
-        for s in scs:
-            mat.cells[(c, s)] = explore(s, c)
-            done += 1
+    tasks = [(c, s) for c in cfgs for s in scs]
+    total = len(tasks)
+    n = workers if workers is not None else min(4, os.cpu_count() or 1)
+    if n < 1:
+        raise ValueError(f"workers must be at least 1, not {n}")
+    if n == 1 or total < 4 or "fork" not in multiprocessing.get_all_start_methods():
+        results = map(_explore_cell, tasks)
+        pool = None
+    else:
+        pool = multiprocessing.get_context("fork").Pool(n)
+        results = pool.imap(_explore_cell, tasks, chunksize=2)
+    try:
+        for done, (task, r) in enumerate(zip(tasks, results, strict=True), start=1):
+            mat.cells[task] = r
             if progress is not None:
                 progress(done, total)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
     mat.seconds = time.perf_counter() - t0
     return mat

@@ -239,14 +239,6 @@ class Screenshot:
 
 
 LESSON_STEPS: dict[str, tuple[Step, ...]] = {
-    # TEMPORARY: the harness smoke notebook; delete this row together with the notebook.
-    "00_smoke.ipynb": (
-        ExpectImage(),
-        ExpectLabel("clicks:"),
-        Click("Step", changes=("labels", "images")),
-        ExpectImage(),
-        Screenshot("00_smoke_widget", near="Step"),
-    ),
     "01_page_tables.ipynb": (
         Click("touch", changes=("labels", "images")),
         Choose("5-level (LA57)", changes=("labels", "images")),
