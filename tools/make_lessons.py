@@ -928,13 +928,6 @@ def build_notebook(name: str, cells: list[nbformat.NotebookNode]) -> None:
     client = NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=ALLOW,
                             resources={"metadata": {"path": str(NB_DIR)}})
     client.execute()
-    import base64, os
-    if os.environ.get("DUMP"):
-        out = Path("/tmp/helperF/png"); out.mkdir(exist_ok=True)
-        for i, c in enumerate(nb.cells):
-            for j, o in enumerate(c.get("outputs", [])):
-                if "image/png" in o.get("data", {}):
-                    (out / f"{name}-{i:02d}-{j}.png").write_bytes(base64.b64decode(o["data"]["image/png"]))
     for c in nb.cells:
         for o in c.get("outputs", []):
             if o.get("output_type") == "error":

@@ -113,8 +113,8 @@ class Report:
         where = self.who.stack[-1] if self.who.stack else self.who.actor
         target = f"pfn {self.pfn:#x}" + (f" ({self.what})" if self.what else "")
         verb = {
-            "read": "Read of 8 bytes at",
-            "write": "Write of 8 bytes at",
+            "read": "Read at",
+            "write": "Write at",
             "free": "Free of",
             "put": "put_page() on",
             "get": "get_page() on",

@@ -205,7 +205,6 @@ class Machine:
     ipis: dict[int, Ipi] = field(default_factory=dict)
     next_ticket: int = 1
     rcu: RcuState = field(default_factory=RcuState)
-    cb_thread: Thread | None = None
     lists: dict[str, int] = field(default_factory=dict)  # global list_head name → address
     schedule: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -730,11 +729,6 @@ class Machine:
             self.pending_marks[:0] = inner
         return first
 
-    def _retire_cb_if_done(self) -> None:
-        if self.cb_thread is not None and self.cb_thread.done:
-            self.cb_thread = None
-            self.rcu.running = None
-
     # ------------------------------------------------------------------ results
 
     def reports(self) -> list[Report]:
@@ -760,7 +754,6 @@ class Machine:
         th = tuple(
             (lane, t.done, t.nsteps, t.hkey) for lane, t in sorted(self.threads.items())
         )
-        cb = None if self.cb_thread is None else (self.cb_thread.nsteps, self.cb_thread.hkey)
         return (
             len(self.schedule),
             self.mem.state_key(history=False),
@@ -768,7 +761,6 @@ class Machine:
             tuple(sorted(self.locks.items())),
             tuple(sorted((t, i.remaining) for t, i in self.ipis.items())),
             self.rcu.key(),
-            cb,
             th,
             tuple(sorted(self.counters.items())),
             tuple((r.kind, r.pfn) for r in self.extra_reports),
@@ -788,7 +780,6 @@ class Machine:
             ipis={t: replace(i) for t, i in self.ipis.items()},
             next_ticket=self.next_ticket,
             rcu=self.rcu.copy(),
-            cb_thread=None if self.cb_thread is None else self.cb_thread.clone(),
             lists=dict(self.lists),
             schedule=list(self.schedule),
             events=[],

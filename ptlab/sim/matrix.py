@@ -15,7 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +123,7 @@ def safety_matrix(
     n = workers if workers is not None else min(4, os.cpu_count() or 1)
     if n < 1:
         raise ValueError(f"workers must be at least 1, not {n}")
+    results: Iterable[Exploration]
     if n == 1 or total < 4 or "fork" not in multiprocessing.get_all_start_methods():
         results = map(_explore_cell, tasks)
         pool = None

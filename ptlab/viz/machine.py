@@ -171,8 +171,6 @@ def machine_tables(m: Machine) -> MachineTables:
 
     out = MachineTables(list(infos.values()))
     lanes = [(lane, t) for lane, t in sorted(m.threads.items())]
-    if m.cb_thread is not None:
-        lanes.append(("RCU:cb", m.cb_thread))
     for lane, t in lanes:
         if t.done:
             continue
@@ -261,10 +259,8 @@ def draw_machine_tables(m: Machine) -> Figure:
         if len(rows[lv]) > len(shown):
             ax.text(16.1, y + bh / 2, f"+{len(rows[lv]) - len(shown)} more", ha="left",
                     va="center", fontsize=style.FONT_SMALL, gid=f"more:{lv}")
-    # CPUs (and the running RCU callback) below the PTE row
+    # CPUs below the PTE row (an RCU callback runs as one step, so it never points anywhere)
     lanes = [ln for ln in m.lanes() if ":" not in ln]
-    if m.cb_thread is not None:
-        lanes.append("RCU:cb")
     cpu_y = row_y["pte"] - 1.05
     slot = 16.0 / max(len(lanes), 1)
     for k, lane in enumerate(lanes):

@@ -7,7 +7,11 @@ Two halves:
   settings, and :func:`stop_lab` always takes it down again (kernels included);
 * the page helpers: :func:`open_notebook`, :func:`wait_kernel_idle`, :func:`run_all`,
   :func:`wait_all_cells_done`, :func:`assert_no_errors`, :func:`assert_widgets_rendered`,
-  :func:`click_button`, :func:`label_text`, :func:`image_sources`, :func:`screenshot`.
+  :func:`assert_figures_shown`, :func:`assert_no_widget_errors`, :func:`click_button`,
+  :func:`label_text`, :func:`image_sources`, :func:`settle`, :func:`screenshot`,
+  :func:`readme_picture`;
+* :class:`KernelErrors`: every error the kernel reports while the page runs, including the
+  ones raised inside widget callbacks, which JupyterLab shows in no cell.
 
 Every failure message names the notebook and, where there is one, the cell index and the
 text the learner would have seen.
@@ -15,6 +19,7 @@ text the learner would have seen.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from playwright.sync_api import Page
+from playwright.sync_api import Locator, Page, WebSocket
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -440,10 +445,17 @@ def assert_widgets_rendered(page: Page) -> None:
 
 
 def click_button(page: Page, text: str, timeout: float = 10.0) -> None:
-    """Click the widget button (in an output area) whose caption is exactly ``text``."""
+    """Click the widget button (in an output area) whose caption is exactly ``text``.
+
+    A button that is shown but disabled fails at once, with its tooltip (the stepper puts
+    the reason a lane cannot step there).
+    """
     buttons = page.locator(f"{OUTPUT} button.widget-button").filter(
         has_text=re.compile(rf"^\s*{re.escape(text)}\s*$")
     )
+    if buttons.count() and buttons.first.is_disabled():
+        tooltip = buttons.first.get_attribute("title") or "no tooltip"
+        raise LabError(f"{notebook_name(page)}: button {text!r} is disabled ({tooltip})")
     try:
         buttons.first.click(timeout=timeout * 1000)
     except Exception as error:
@@ -487,17 +499,191 @@ def image_sources(page: Page) -> list[str]:
 
 
 def screenshot(page: Page, name: str) -> Path:
-    """Save a full-page PNG as ``artifacts/<name>.png`` (git-ignored) and return its path.
-
-    With ``PTLAB_SCREENSHOT_DIR`` set (``make screenshots``) it is also copied there, which
-    is how the README pictures are regenerated.
-    """
+    """Save what the browser window shows as ``artifacts/<name>.png`` (git-ignored)."""
     ARTIFACTS_DIR.mkdir(exist_ok=True)
     path = ARTIFACTS_DIR / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+#: README pictures: at most this wide and this large (a PNG in git stays small).
+README_MAX_WIDTH = 1200
+README_MAX_BYTES = 300_000
+#: A tall window for element pictures, so that a whole widget fits in the notebook panel.
+TALL_VIEWPORT_HEIGHT = 2400
+
+
+def readme_picture(page: Page, name: str, element: Locator | None = None) -> Path:
+    """Save a README picture as ``artifacts/readme/<name>.png``: ``element`` alone (the
+    window made tall enough to hold it), else the browser window; then shrunk to at most
+    :data:`README_MAX_WIDTH` pixels wide and :data:`README_MAX_BYTES` bytes.
+
+    With ``PTLAB_SCREENSHOT_DIR`` set (``make screenshots``: ``docs/img``) it is also copied
+    there, which is how the README pictures are regenerated from what the code renders.
+    """
+    folder = ARTIFACTS_DIR / "readme"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    if element is None:
+        page.screenshot(path=str(path))
+    else:
+        size = page.viewport_size
+        if size is None:
+            raise LabError(f"{notebook_name(page)}: the page has no fixed viewport size")
+        page.set_viewport_size({"width": size["width"], "height": TALL_VIEWPORT_HEIGHT})
+        try:
+            element.scroll_into_view_if_needed()
+            page.wait_for_timeout(300)  # let JupyterLab lay the taller panel out
+            element.screenshot(path=str(path))
+        finally:
+            page.set_viewport_size(size)
+    _shrink_png(path)
     extra = os.environ.get("PTLAB_SCREENSHOT_DIR")
     if extra:
         target = REPO_ROOT / extra
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target / path.name)
     return path
+
+
+def _shrink_png(path: Path) -> None:
+    """Resize to README_MAX_WIDTH, then fall back to a 256-colour palette if still too big."""
+    from PIL import Image  # Pillow comes with matplotlib
+
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    if image.width > README_MAX_WIDTH:
+        height = round(image.height * README_MAX_WIDTH / image.width)
+        image = image.resize((README_MAX_WIDTH, height), Image.Resampling.LANCZOS)
+    image.save(path, optimize=True)
+    if path.stat().st_size > README_MAX_BYTES:
+        image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    if path.stat().st_size > README_MAX_BYTES:
+        raise LabError(
+            f"README picture {path.name} is {path.stat().st_size} bytes even as a 256-colour "
+            f"PNG (limit {README_MAX_BYTES}); picture a smaller part of the page"
+        )
+
+
+def settle(page: Page, quiet_s: float = 0.4, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    """Wait until the kernel is idle and the widget texts and pictures stop changing.
+
+    A click can update a widget several times (the text panel, then the picture); the next
+    step must start from the final state, or it would see those late updates as its own.
+    """
+    deadline = time.monotonic() + timeout
+    before = (label_texts(page), image_sources(page))
+    while True:
+        page.wait_for_timeout(quiet_s * 1000)
+        now = (label_texts(page), image_sources(page))
+        idle = page.get_by_text(KERNEL_IDLE_TEXT, exact=True).count() > 0
+        if idle and now == before:
+            return
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"{notebook_name(page)}: widgets still changing (or kernel busy) "
+                f"{timeout:.0f} s after the last action"
+            )
+        before = now
+
+
+def figure_calls(cells: list[dict[str, Any]]) -> dict[int, int]:
+    """Code cell index -> how many figures the cell shows unconditionally: its top-level
+    ``show(...)`` calls (``ptlab.widgets.common.show`` displays one PNG each).
+
+    >>> figure_calls([{"cell_type": "markdown", "source": "show(x)"},
+    ...               {"cell_type": "code", "source": ["show(a)\\n", "if x:\\n", "    show(b)"]}])
+    {1: 1}
+    """
+    counts: dict[int, int] = {}
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        source = cell["source"]
+        text = "".join(source) if isinstance(source, list) else source
+        try:
+            tree = ast.parse(
+                "\n".join(ln for ln in text.splitlines() if not ln.startswith(("%", "!")))
+            )
+        except SyntaxError:
+            continue
+        shown = sum(
+            1
+            for stmt in tree.body
+            if isinstance(stmt, ast.Expr)
+            and isinstance(stmt.value, ast.Call)
+            and isinstance(stmt.value.func, ast.Name)
+            and stmt.value.func.id == "show"
+        )
+        if shown:
+            counts[index] = shown
+    return counts
+
+
+_CELL_IMAGES_JS = """
+(notebook) => Array.from(document.querySelectorAll(notebook + ' .jp-Cell')).map(
+  (cell) => cell.querySelectorAll('.jp-OutputArea-output img').length)
+"""
+
+
+def assert_figures_shown(page: Page, notebook: Path) -> None:
+    """Fail unless every cell that calls ``show(...)`` displays at least that many images."""
+    images: list[int] = page.evaluate(_CELL_IMAGES_JS, NOTEBOOK)
+    missing = [
+        f"cell {index} shows {images[index] if index < len(images) else 0} image(s), "
+        f"expected {count}"
+        for index, count in figure_calls(json.loads(notebook.read_text())["cells"]).items()
+        if index >= len(images) or images[index] < count
+    ]
+    if missing:
+        raise LabError(f"{notebook_name(page)}: figures missing: {'; '.join(missing)}")
+
+
+def assert_no_widget_errors(page: Page) -> None:
+    """Fail if a widget's error line (``ptlab.widgets.common.ErrorBox``) shows a message."""
+    shown = [t for t in label_texts(page) if t.startswith("Error:")]
+    if shown:
+        raise LabError(f"{notebook_name(page)}: a widget shows an error: {shown}")
+
+
+_MSG_TYPE = re.compile(rb'"msg_type":\s*"([a-z_]+)"')
+_ERROR_FIELDS = re.compile(rb'"(ename|evalue)":\s*"((?:[^"\\]|\\.)*)"')
+
+
+class KernelErrors:
+    """Every ``error`` message the kernel sends to the page, in order.
+
+    Errors raised in a widget callback (a button's ``on_click``, an ``observe`` handler)
+    appear in no cell: JupyterLab only logs them. Listening on the kernel's websocket sees
+    them all. ``entries`` holds ``"<request type>: <ename>: <evalue>"`` strings.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.entries: list[str] = []
+        page.on("websocket", self._watch)
+
+    def _watch(self, socket: WebSocket) -> None:
+        if "/api/kernels/" in socket.url:
+            socket.on("framereceived", self._frame)
+
+    def _frame(self, payload: str | bytes) -> None:
+        data = payload.encode() if isinstance(payload, str) else payload
+        types = [m.group(1).decode() for m in _MSG_TYPE.finditer(data)]
+        if not types or types[0] != "error":  # the header's msg_type comes first
+            return
+        fields = {
+            m.group(1).decode(): m.group(2).decode(errors="replace")
+            for m in _ERROR_FIELDS.finditer(data)
+        }
+        request = types[1] if len(types) > 1 else "?"  # the parent header's msg_type
+        self.entries.append(f"{request}: {fields.get('ename', '?')}: {fields.get('evalue', '')}")
+
+    def assert_none(self, page: Page, since: int = 0) -> None:
+        """Fail if the kernel reported an error (after the first ``since`` entries)."""
+        new = self.entries[since:]
+        if new:
+            raise LabError(
+                f"{notebook_name(page)}: the kernel reported "
+                f"{'an error' if len(new) == 1 else f'{len(new)} errors'} "
+                f"(comm_msg = in a widget callback): " + " | ".join(new)
+            )

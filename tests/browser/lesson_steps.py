@@ -7,18 +7,19 @@ screenshot ``artifacts/<notebook stem>.png``.
 
 To add a lesson, list its interactions, for instance::
 
-    "02_stepper.ipynb": (
+    "05_the_race.ipynb": (
         Click("step CPU1", changes=("labels", "images")),
         Choose("v6.14", changes=("labels",)),
         Check("PT_RECLAIM", changes=("labels", "images")),
         Type("KiB:", "16", changes=()),
-        Click("play witness", changes=("labels", "images")),
-        Screenshot("02_stepper_after_witness", near="play witness"),
+        Play(to_end=True),
+        Screenshot("05_the_race_stepper", near="load witness", readme="stepper"),
     ),
 
-Steps assert that the page *changed* (the text panel, the picture), not what the model
-computed: outcomes are tested against the model in ``tests/``; :class:`ExpectLabel` is for
-fixed interface text only.
+Each action waits until the page has settled (kernel idle, widgets no longer changing), so
+the next step compares against the final state. Steps assert that the page *changed* (the
+text panel, the picture), not what the model computed: outcomes are tested against the
+model in ``tests/``; :class:`ExpectLabel` is for fixed interface text only.
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from labdriver import (
     label_texts,
     notebook_name,
     poll,
+    readme_picture,
     screenshot,
+    settle,
 )
 from playwright.sync_api import Page
 
@@ -66,6 +69,7 @@ def _act_and_expect_changes(
     before = _snapshot(page, parts)
     act()
     if not parts:
+        settle(page)
         return
 
     def all_changed() -> bool:
@@ -82,6 +86,7 @@ def _act_and_expect_changes(
         )
 
     poll(all_changed, CHANGE_TIMEOUT_S, message)
+    settle(page)
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,9 @@ class Choose:
 
 
 def _choose_option(page: Page, option: str) -> None:
-    exact = re.compile(rf"^\s*{re.escape(option)}\s*$")
+    # ipywidgets writes spaces in option captions as no-break spaces; JavaScript's \s
+    # matches both.
+    exact = re.compile(r"^\s*" + r"\s+".join(re.escape(w) for w in option.split()) + r"\s*$")
     outputs = page.locator(OUTPUT)
     toggle = outputs.locator("button.widget-toggle-button").filter(has_text=exact)
     if toggle.count():
@@ -125,8 +132,9 @@ def _choose_option(page: Page, option: str) -> None:
         radio.first.click()
         return
     for select in outputs.locator(".widget-dropdown select").all():
-        if select.locator("option").filter(has_text=exact).count():
-            select.select_option(label=option)
+        choice = select.locator("option").filter(has_text=exact)
+        if choice.count():
+            select.select_option(label=choice.first.text_content() or option)
             return
     raise LabError(f"{notebook_name(page)}: no toggle, radio or dropdown offers {option!r}")
 
@@ -181,6 +189,57 @@ class Type:
 
 
 @dataclass(frozen=True)
+class Play:
+    """Press the play button of the (first) Play control; ``changes`` must then change.
+
+    With ``to_end`` wait until the control pauses by itself (the stepper pauses at the end
+    of its plan); otherwise press pause once the page changed ``steps`` times.
+    """
+
+    to_end: bool = False
+    steps: int = 3
+    changes: tuple[Part, ...] = ("labels", "images")
+    timeout: float = 30.0
+
+    def run(self, page: Page) -> None:
+        button = page.locator(f"{OUTPUT} .widget-play button").first
+        playing = button.locator("i.fa-pause")
+
+        def press() -> None:
+            if not page.locator(f"{OUTPUT} .widget-play").count():
+                raise LabError(f"{notebook_name(page)}: no Play control in the outputs")
+            button.click()
+
+        _act_and_expect_changes(page, "pressing play", press, self.changes)
+        if self.to_end:
+            poll(
+                lambda: playing.count() == 0,
+                self.timeout,
+                lambda: f"{notebook_name(page)}: play still running after {self.timeout:.0f} s",
+            )
+        else:
+            seen = [_snapshot(page, self.changes)]
+
+            def stepped_enough() -> bool:
+                now = _snapshot(page, self.changes)
+                if now != seen[-1]:
+                    seen.append(now)
+                return len(seen) > self.steps or playing.count() == 0
+
+            poll(
+                stepped_enough,
+                self.timeout,
+                lambda: (
+                    f"{notebook_name(page)}: play changed the page only {len(seen) - 1} "
+                    f"time(s) in {self.timeout:.0f} s"
+                ),
+            )
+            if playing.count():
+                button.click()  # pause
+        settle(page)
+
+
+@dataclass(frozen=True)
 class ExpectLabel:
     """Some Label/HTML widget shows ``text`` (fixed interface text, not a model outcome)."""
 
@@ -219,34 +278,96 @@ class Screenshot:
     """Save ``artifacts/<name>.png`` here, first scrolling ``near`` into view.
 
     ``near`` is looked for as a widget's or output's exact text, then as part of one, then
-    anywhere in the notebook.
+    anywhere in the notebook. With ``readme`` also save the README picture
+    ``artifacts/readme/<readme>.png`` (copied to ``docs/img/`` by ``make screenshots``):
+    the whole output that shows ``near`` when ``readme_part`` is ``"output"``, else the
+    browser window.
     """
 
     name: str
     near: str | None = None
+    readme: str | None = None
+    readme_part: Literal["output", "window"] = "window"
 
     def run(self, page: Page) -> None:
+        output = None
         if self.near is not None:
             for scope, exact in ((OUTPUT, True), (OUTPUT, False), (NOTEBOOK, False)):
                 found = page.locator(scope).get_by_text(self.near, exact=exact)
                 target = found.filter(visible=True)
                 if target.count():
                     target.first.scroll_into_view_if_needed()
+                    if scope == OUTPUT:
+                        text = page.get_by_text(self.near, exact=exact)
+                        output = page.locator(OUTPUT).filter(has=text).first
                     break
             else:
                 raise LabError(f"{notebook_name(page)}: nothing shows {self.near!r} to scroll to")
         screenshot(page, self.name)
+        if self.readme is not None:
+            if self.readme_part == "output" and output is None:
+                raise LabError(f"{notebook_name(page)}: no output shows {self.near!r}")
+            readme_picture(page, self.readme, output if self.readme_part == "output" else None)
 
 
+# Lessons 02, 04 and 06 show figures but no widgets: a learner runs them and reads. The
+# test checks for them what it checks everywhere (no error, every figure shown, see
+# test_lessons.py) and saves the screenshot; their rows list no steps.
 LESSON_STEPS: dict[str, tuple[Step, ...]] = {
+    # The stepper on v6.13 with the batch page failing (the pre-patch single-table free).
+    "00_start_here.ipynb": (
+        Click("step CPU0"),
+        Click("step CPU1"),
+        Click("step back"),
+        Choose("tables", changes=("images",)),
+        Choose("timeline", changes=("images",)),
+        # A config toggle rebuilds the machine at step 0 under the new label.
+        Choose("batch page ok"),
+        # Exploring changes the text panel (plan, explorer table); the machine is rebuilt
+        # at step 0 as it already was, so the picture may stay the same.
+        Click("load witness", changes=("labels",)),
+        Play(steps=3),
+        Screenshot("00_start_here_stepper", near="load witness"),
+    ),
     "01_page_tables.ipynb": (
-        Click("touch", changes=("labels", "images")),
-        Choose("5-level (LA57)", changes=("labels", "images")),
+        Click("touch"),
+        Click("+2 MiB", changes=("labels",)),
+        Click("touch"),
+        Click("zap (MADV_DONTNEED)"),
+        Choose("5-level (LA57)"),
         Choose("after call_rcu()", changes=("images",)),
         Type("KiB:", "16"),
         Click("check", changes=("labels",)),
-        Screenshot("01_page_tables_quiz", near="KiB:"),
+        Screenshot("01_page_tables_touchlab", near="zap (MADV_DONTNEED)", readme="lesson01"),
     ),
+    "02_ptdesc.ipynb": (),
+    # The stepper on GUP-fast (interrupts off) vs PT reclaim, v6.13.
+    "03_readers.ipynb": (
+        Click("step CPU0"),
+        Click("step CPU0"),
+        Click("step CPU1"),
+        Choose("pending memory", changes=("images",)),
+        Choose("v6.14"),
+        Choose("batch page fails"),
+        Play(steps=4),
+        Choose("timeline", changes=("images",)),
+        Screenshot("03_readers_stepper", near="load witness"),
+    ),
+    "04_freeing_paths.ipynb": (),
+    # The stepper with the explorer's v6.13 witness loaded: play it to its end (the
+    # use-after-free), then the same scenario on v6.14.
+    "05_the_race.ipynb": (
+        Play(to_end=True),
+        Screenshot(
+            "05_the_race_witness", near="load witness", readme="stepper", readme_part="output"
+        ),
+        Choose("v6.14"),
+        Click("load witness", changes=("labels",)),
+        Click("step CPU0"),
+        Click("step CPU1"),
+        Screenshot("05_the_race_v6_14", near="load witness"),
+    ),
+    "06_explore.ipynb": (),
     "07_real_kernel.ipynb": (
         Choose("MADV_FREE", changes=()),
         Click("Run", changes=("labels", "images")),

@@ -1,8 +1,11 @@
 """Every lesson clicked through in JupyterLab in a real Chromium, as a learner would.
 
 For each notebook: open it by URL, Run All, wait for the kernel, check that no cell shows an
-error and that every widget rendered, perform the lesson's steps from ``lesson_steps.py``,
-check again and save ``artifacts/<stem>.png``.
+error, that every widget rendered and every figure is shown, perform the lesson's steps
+from ``lesson_steps.py``, check again (also for errors raised inside widget callbacks,
+which no cell shows) and save ``artifacts/<stem>.png``. A failure is reported as one
+message naming the lesson, the cell or step and the error text, with a screenshot
+``artifacts/<stem>-FAILED.png`` of what the browser showed.
 """
 
 from __future__ import annotations
@@ -13,7 +16,11 @@ from pathlib import Path
 import pytest
 from labdriver import (
     NOTEBOOKS_DIR,
+    KernelErrors,
+    LabError,
+    assert_figures_shown,
     assert_no_errors,
+    assert_no_widget_errors,
     assert_widgets_rendered,
     open_notebook,
     run_all,
@@ -34,19 +41,41 @@ def test_every_notebook_has_a_walkthrough() -> None:
     assert not stale, f"LESSON_STEPS lists notebooks that do not exist: {stale}"
 
 
+def check_page(page: Page, notebook: Path, kernel_errors: KernelErrors) -> None:
+    """Everything a learner would notice: errors in cells, in widgets or in callbacks,
+    widgets not drawn, figures missing."""
+    assert_no_errors(page)
+    assert_widgets_rendered(page)
+    assert_figures_shown(page, notebook)
+    assert_no_widget_errors(page)
+    kernel_errors.assert_none(page)
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS)
 def test_lesson_in_browser(lab_page: Page, notebook: str) -> None:
     path = NOTEBOOKS_DIR / notebook
     stored = hashlib.sha256(path.read_bytes()).hexdigest()
-    open_notebook(lab_page, notebook)
-    run_all(lab_page)
-    wait_all_cells_done(lab_page)
-    assert_no_errors(lab_page)
-    assert_widgets_rendered(lab_page)
-    for step in LESSON_STEPS.get(notebook, ()):
-        step.run(lab_page)
-    assert_no_errors(lab_page)
-    assert_widgets_rendered(lab_page)
-    screenshot(lab_page, Path(notebook).stem)
+    kernel_errors = KernelErrors(lab_page)
+    where = "opening the notebook"
+    failure = ""
+    try:
+        open_notebook(lab_page, notebook)
+        where = "Run All"
+        run_all(lab_page)
+        wait_all_cells_done(lab_page)
+        check_page(lab_page, path, kernel_errors)
+        for number, step in enumerate(LESSON_STEPS.get(notebook, ()), 1):
+            where = f"step {number} {step}"
+            step.run(lab_page)
+            assert_no_widget_errors(lab_page)
+            kernel_errors.assert_none(lab_page)
+        where = "after the last step"
+        check_page(lab_page, path, kernel_errors)
+        screenshot(lab_page, Path(notebook).stem)
+    except LabError as error:
+        shot = screenshot(lab_page, f"{Path(notebook).stem}-FAILED")
+        failure = f"{error}\n(during {where}; screenshot: {shot})"
+    if failure:  # outside the except block: one message, no chained traceback
+        pytest.fail(failure, pytrace=False)
     # Autosave is off in the test server: clicking through must not rewrite the lesson.
     assert hashlib.sha256(path.read_bytes()).hexdigest() == stored, f"{notebook} was modified"
