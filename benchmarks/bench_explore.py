@@ -5,6 +5,8 @@
 Prints states explored, complete schedules and seconds for each scenario under the
 v6.13 (native, batch fails) and v6.14 (native, batch fails) configs, then the time for
 `safety_matrix()` (targets: each 2–3 CPU scenario ≤ 1 s; the whole matrix ≤ 10 s).
+``munmap-batching`` (1104 tables and no reader, outside the matrix) is explored only up
+to 3,000 states and marked as such.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ def main() -> None:
     ap.add_argument("--skip-matrix", action="store_true")
     args = ap.parse_args()
     print(f"{'scenario':<34} {'config':<34} {'states':>8} {'schedules':>22} {'seconds':>8}")
-    for name in SCENARIOS:
+    for name, sc in SCENARIOS.items():
+        # munmap-batching (1104 tables, no reader) is explored only to a state limit: its
+        # point is the batching, which a single run shows; see the docstring of SCENARIOS.
+        limit = 3_000 if not sc.in_matrix else 200_000
         for cfg in (Config(kernel="v6.13", batch="fails"), Config(kernel="v6.14", batch="fails")):
-            r = explore(name, cfg)
+            r = explore(name, cfg, max_states=limit)
             flag = "" if r.exhaustive else "  (state limit reached)"
             print(f"{name:<34} {r.config.label():<34} {r.states:>8} {r.schedules:>22} "
                   f"{r.seconds:>8.2f}{flag}")

@@ -310,7 +310,8 @@ def draw_timeline_on(ax: Axes, m: Machine, *, window: int | None = None) -> Time
             coll.set_gid(f"spans:{kind}")
             ax.add_collection(coll, autolim=False)
     for s in tl.spans:
-        if s.kind == "lock" and s.label and visible(_x(s.start), hi):
+        near_end = _x(s.start) > hi - 0.1 * (hi - lo)  # no room for the text: skip it
+        if s.kind == "lock" and s.label and visible(_x(s.start), hi) and not near_end:
             ax.text(max(_x(s.start), lo) + 0.1, ypos[s.row] + 0.24, s.label,
                     fontsize=style.FONT_TINY, va="bottom", ha="left", color="#7a5c00",
                     clip_on=True, gid="lock-text")
@@ -406,16 +407,16 @@ def _legend_handles(span_kinds: set[str], point_kinds: set[str]) -> list[Patch |
 def _legend(fig: Figure, tl: Timeline) -> None:
     handles = _legend_handles({s.kind for s in tl.spans}, {p.kind for p in tl.points})
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5),
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4),
                    fontsize=style.FONT_TINY, frameon=False)
 
 
 def draw_timeline_legend() -> Figure:
     """Every span and marker of the timeline in one small legend figure (the stepper
     shows it once, under timelines drawn with ``legend=False``)."""
-    fig = style.new_figure(0.55)
+    fig = style.new_figure(0.8)
     fig.legend(handles=_legend_handles(set(SPAN_STYLE), set(POINT_STYLE)), loc="center",
-               ncol=7, fontsize=style.FONT_TINY, frameon=False)
+               ncol=5, fontsize=style.FONT_TINY, frameon=False)
     return fig
 
 

@@ -147,14 +147,16 @@ class Stepper:
                                           layout=widgets.Layout(width="170px"))
         self.reclaim_dd = widgets.Dropdown(options=[("on", True), ("off", False)],
                                            value=c.pt_reclaim, description="PT_RECLAIM",
-                                           layout=widgets.Layout(width="170px"))
+                                           style={"description_width": "initial"},
+                                           layout=widgets.Layout(width="190px"))
         self.paravirt_dd = widgets.Dropdown(options=list(PARAVIRT_ENVS), value=c.paravirt,
                                             description="paravirt",
                                             layout=widgets.Layout(width="220px"))
         self.batch_dd = widgets.Dropdown(options=[("batch page ok", "ok"),
                                                   ("batch page fails", "fails")],
                                          value=c.batch, description="GFP_NOWAIT",
-                                         layout=widgets.Layout(width="250px"))
+                                         style={"description_width": "initial"},
+                                         layout=widgets.Layout(width="270px"))
         self.lane_buttons: dict[str, widgets.Button] = {}
         self.lane_box = widgets.HBox([])
         self.back_button = widgets.Button(description="step back", icon="step-backward")

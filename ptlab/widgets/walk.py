@@ -180,7 +180,8 @@ class TouchLab(_App):
                                          button_style="warning",
                                          layout=widgets.Layout(width="auto"))
         self.reclaim = widgets.Checkbox(value=pt_reclaim,
-                                        description="PT_RECLAIM: free empty PTE tables on zap")
+                                        description="PT_RECLAIM: free empty PTE tables on zap",
+                                        indent=False, layout=widgets.Layout(width="auto"))
         self.next_2m = widgets.Button(description="+2 MiB", tooltip="move the address 2 MiB up")
         self.status = widgets.Label()
         self.log = widgets.HTML()

@@ -513,6 +513,11 @@ README_MAX_BYTES = 300_000
 TALL_VIEWPORT_HEIGHT = 2400
 
 
+def making_readme_pictures() -> bool:
+    """True under ``make screenshots`` (``PTLAB_SCREENSHOT_DIR`` set)."""
+    return bool(os.environ.get("PTLAB_SCREENSHOT_DIR"))
+
+
 def readme_picture(page: Page, name: str, element: Locator | None = None) -> Path:
     """Save a README picture as ``artifacts/readme/<name>.png``: ``element`` alone (the
     window made tall enough to hold it), else the browser window; then shrunk to at most
@@ -532,7 +537,7 @@ def readme_picture(page: Page, name: str, element: Locator | None = None) -> Pat
             raise LabError(f"{notebook_name(page)}: the page has no fixed viewport size")
         page.set_viewport_size({"width": size["width"], "height": TALL_VIEWPORT_HEIGHT})
         try:
-            element.scroll_into_view_if_needed()
+            element.evaluate("(node) => node.scrollIntoView({block: 'start'})")
             page.wait_for_timeout(300)  # let JupyterLab lay the taller panel out
             element.screenshot(path=str(path))
         finally:

@@ -7,13 +7,13 @@ screenshot ``artifacts/<notebook stem>.png``.
 
 To add a lesson, list its interactions, for instance::
 
-    "05_the_race.ipynb": (
+    "08_example.ipynb": (
         Click("step CPU1", changes=("labels", "images")),
         Choose("v6.14", changes=("labels",)),
         Check("PT_RECLAIM", changes=("labels", "images")),
         Type("KiB:", "16", changes=()),
-        Play(to_end=True),
-        Screenshot("05_the_race_stepper", near="load witness", readme="stepper"),
+        Play(steps=5),
+        Screenshot("08_example_stepper", near="load witness", readme="stepper"),
     ),
 
 Each action waits until the page has settled (kernel idle, widgets no longer changing), so
@@ -37,6 +37,7 @@ from labdriver import (
     image_sources,
     label_text,
     label_texts,
+    making_readme_pictures,
     notebook_name,
     poll,
     readme_picture,
@@ -64,12 +65,15 @@ def _snapshot(page: Page, parts: tuple[Part, ...]) -> dict[Part, list[str]]:
 
 
 def _act_and_expect_changes(
-    page: Page, what: str, act: Callable[[], None], parts: tuple[Part, ...]
+    page: Page, what: str, act: Callable[[], None], parts: tuple[Part, ...], wait: bool = True
 ) -> None:
+    """Do ``act``; poll until every part in ``parts`` differs from before; then (``wait``)
+    let the page settle."""
     before = _snapshot(page, parts)
     act()
     if not parts:
-        settle(page)
+        if wait:
+            settle(page)
         return
 
     def all_changed() -> bool:
@@ -86,7 +90,8 @@ def _act_and_expect_changes(
         )
 
     poll(all_changed, CHANGE_TIMEOUT_S, message)
-    settle(page)
+    if wait:
+        settle(page)
 
 
 @dataclass(frozen=True)
@@ -194,9 +199,12 @@ class Play:
 
     With ``to_end`` wait until the control pauses by itself (the stepper pauses at the end
     of its plan); otherwise press pause once the page changed ``steps`` times.
+    ``to_end_for_readme`` plays to the end only while README pictures are made
+    (``make screenshots``), so that the routine run stays short.
     """
 
     to_end: bool = False
+    to_end_for_readme: bool = False
     steps: int = 3
     changes: tuple[Part, ...] = ("labels", "images")
     timeout: float = 30.0
@@ -210,8 +218,9 @@ class Play:
                 raise LabError(f"{notebook_name(page)}: no Play control in the outputs")
             button.click()
 
-        _act_and_expect_changes(page, "pressing play", press, self.changes)
-        if self.to_end:
+        # No settling here: while it plays the page changes every interval.
+        _act_and_expect_changes(page, "pressing play", press, self.changes, wait=False)
+        if self.to_end or (self.to_end_for_readme and making_readme_pictures()):
             poll(
                 lambda: playing.count() == 0,
                 self.timeout,
@@ -278,10 +287,10 @@ class Screenshot:
     """Save ``artifacts/<name>.png`` here, first scrolling ``near`` into view.
 
     ``near`` is looked for as a widget's or output's exact text, then as part of one, then
-    anywhere in the notebook. With ``readme`` also save the README picture
-    ``artifacts/readme/<readme>.png`` (copied to ``docs/img/`` by ``make screenshots``):
-    the whole output that shows ``near`` when ``readme_part`` is ``"output"``, else the
-    browser window.
+    anywhere in the notebook, and scrolled to the top of the window. With ``readme`` also
+    save the README picture ``artifacts/readme/<readme>.png`` (copied to ``docs/img/`` by
+    ``make screenshots``): the whole output that shows ``near`` when ``readme_part`` is
+    ``"output"``, else the browser window.
     """
 
     name: str
@@ -296,7 +305,9 @@ class Screenshot:
                 found = page.locator(scope).get_by_text(self.near, exact=exact)
                 target = found.filter(visible=True)
                 if target.count():
-                    target.first.scroll_into_view_if_needed()
+                    # Put it at the top of the window: what follows it is in the picture.
+                    target.first.evaluate("(node) => node.scrollIntoView({block: 'start'})")
+                    page.wait_for_timeout(200)
                     if scope == OUTPUT:
                         text = page.get_by_text(self.near, exact=exact)
                         output = page.locator(OUTPUT).filter(has=text).first
@@ -329,16 +340,19 @@ LESSON_STEPS: dict[str, tuple[Step, ...]] = {
         Play(steps=3),
         Screenshot("00_start_here_stepper", near="load witness"),
     ),
+    # TouchLab as its Markdown suggests: touch a page, move 2 MiB up, touch a whole PTE
+    # table's worth of pages, zap them (PT_RECLAIM ticked); then the walk and the quiz.
     "01_page_tables.ipynb": (
         Click("touch"),
-        Click("+2 MiB", changes=("labels",)),
+        Click("+2 MiB", changes=()),  # moves the address field; the next touch shows it
+        Type("pages", "512"),
         Click("touch"),
         Click("zap (MADV_DONTNEED)"),
         Choose("5-level (LA57)"),
         Choose("after call_rcu()", changes=("images",)),
         Type("KiB:", "16"),
         Click("check", changes=("labels",)),
-        Screenshot("01_page_tables_touchlab", near="zap (MADV_DONTNEED)", readme="lesson01"),
+        Screenshot("01_page_tables_touchlab", near="Now do it yourself", readme="lesson01"),
     ),
     "02_ptdesc.ipynb": (),
     # The stepper on GUP-fast (interrupts off) vs PT reclaim, v6.13.
@@ -357,7 +371,7 @@ LESSON_STEPS: dict[str, tuple[Step, ...]] = {
     # The stepper with the explorer's v6.13 witness loaded: play it to its end (the
     # use-after-free), then the same scenario on v6.14.
     "05_the_race.ipynb": (
-        Play(to_end=True),
+        Play(steps=5, to_end_for_readme=True),  # the whole witness takes 35 x 0.4 s
         Screenshot(
             "05_the_race_witness", near="load witness", readme="stepper", readme_part="output"
         ),

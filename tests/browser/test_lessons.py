@@ -11,6 +11,7 @@ message naming the lesson, the cell or step and the error text, with a screensho
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -59,16 +60,20 @@ def test_lesson_in_browser(lab_page: Page, notebook: str) -> None:
     where = "opening the notebook"
     failure = ""
     try:
+        started = time.monotonic()
         open_notebook(lab_page, notebook)
-        where = "Run All"
+        where = "Run All and the checks after it"
         run_all(lab_page)
         wait_all_cells_done(lab_page)
         check_page(lab_page, path, kernel_errors)
+        print(f"{notebook} open + Run All + checks: {time.monotonic() - started:.1f} s")
         for number, step in enumerate(LESSON_STEPS.get(notebook, ()), 1):
             where = f"step {number} {step}"
+            started = time.monotonic()
             step.run(lab_page)
             assert_no_widget_errors(lab_page)
             kernel_errors.assert_none(lab_page)
+            print(f"{notebook} step {number}: {time.monotonic() - started:.1f} s  {step}")
         where = "after the last step"
         check_page(lab_page, path, kernel_errors)
         screenshot(lab_page, Path(notebook).stem)
