@@ -323,7 +323,7 @@ class Screenshot:
 
 # Lessons 02, 04 and 06 show figures but no widgets: a learner runs them and reads. The
 # test checks for them what it checks everywhere (no error, every figure shown, see
-# test_lessons.py) and saves the screenshot; their rows list no steps.
+# test_browser_lessons.py) and saves the screenshot; their rows list no steps.
 LESSON_STEPS: dict[str, tuple[Step, ...]] = {
     # The stepper on v6.13 with the batch page failing (the pre-patch single-table free).
     "00_start_here.ipynb": (
