@@ -17,8 +17,9 @@ def step_until(m, lane: str, text: str) -> None:  # type: ignore[no-untyped-def]
         if m.why_not(lane) and "take the IPI" in m.why_not(lane):
             for irq in [x for x in m.enabled_lanes() if x.endswith(":irq")]:
                 m.step(irq)
-        ev = m.step(lane)
-        if ev is not None and text in ev.op:
+        n = len(m.events)
+        m.step(lane)
+        if any(text in e.op for e in m.events[n:] if e.lane == lane):
             return
     raise AssertionError(f"{lane} never did {text!r}")
 
