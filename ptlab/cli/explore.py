@@ -23,7 +23,7 @@ examples:
   ptlab explore --scenario reclaim-vs-pte-offset-map-lock --kernel v6.13 \\
       --save-witness w.json
   ptlab explore --replay w.json
-  ptlab explore --scenario munmap --replay "CPU0*12 CPU1:irq CPU0"
+  ptlab explore --scenario munmap --replay "CPU0*10"
 """
 
 
