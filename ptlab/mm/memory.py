@@ -143,6 +143,24 @@ def _addr_end(addr: int, end: int, size: int) -> int:
     return boundary if ((boundary - 1) & U64_MASK) < ((end - 1) & U64_MASK) else end
 
 
+def upper_table_free_allowed(start: int, end: int, floor: int, ceiling: int, mask: int) -> bool:
+    """The floor/ceiling test ``free_{pmd,pud,p4d}_range()`` make before freeing the upper
+    table that maps ``[start, end)`` (mm/memory.c).
+
+    ``mask`` is the upper table's span mask (``PUD_MASK`` for a PMD table, …);
+    ``floor``/``ceiling`` are the end of the previous VMA and the start of the next one
+    (0 = none), so a table shared with a neighbouring VMA is kept.
+    """
+    start &= mask
+    if start < floor:
+        return False
+    if ceiling:
+        ceiling &= mask
+        if not ceiling:
+            return False
+    return not ((end - 1) & U64_MASK) > ((ceiling - 1) & U64_MASK)
+
+
 class Mm:
     """``struct mm_struct`` with its PGD, VMAs and page-table byte counter."""
 
@@ -399,14 +417,7 @@ class Mm:
             if addr == end:
                 break
         pgdir_mask = ~((1 << pg.PGDIR_SHIFT_5) - 1) & U64_MASK
-        start &= pgdir_mask
-        if start < floor:
-            return
-        if ceiling:
-            ceiling &= pgdir_mask
-            if not ceiling:
-                return
-        if ((end - 1) & U64_MASK) > ((ceiling - 1) & U64_MASK):
+        if not upper_table_free_allowed(start, end, floor, ceiling, pgdir_mask):
             return
         self._wr(pgd, 0, who)  # pgd_clear
         # p4d_free_tlb(): no mm_dec_nr_*() exists for P4D tables
@@ -424,14 +435,7 @@ class Mm:
             addr = nxt
             if addr == end:
                 break
-        start &= pg.P4D_MASK
-        if start < floor:
-            return
-        if ceiling:
-            ceiling &= pg.P4D_MASK
-            if not ceiling:
-                return
-        if ((end - 1) & U64_MASK) > ((ceiling - 1) & U64_MASK):
+        if not upper_table_free_allowed(start, end, floor, ceiling, pg.P4D_MASK):
             return
         self._wr(p4d, 0, who)  # p4d_clear (the PGD entry when folded)
         self._free_table(pud_pfn, "pud", self._who(*who.stack, "pud_free_tlb"))
@@ -450,14 +454,7 @@ class Mm:
             addr = nxt
             if addr == end:
                 break
-        start &= PUD_MASK
-        if start < floor:
-            return
-        if ceiling:
-            ceiling &= PUD_MASK
-            if not ceiling:
-                return
-        if ((end - 1) & U64_MASK) > ((ceiling - 1) & U64_MASK):
+        if not upper_table_free_allowed(start, end, floor, ceiling, PUD_MASK):
             return
         self._wr(pud, 0, who)  # pud_clear
         self._free_table(pmd_pfn, "pmd", self._who(*who.stack, "pmd_free_tlb"))

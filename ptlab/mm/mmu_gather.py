@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ptlab.arch.x86.paging import PAGE_SIZE, PMD_SIZE, PUD_SIZE
+from ptlab.arch.x86.paging import PAGE_SIZE
 from ptlab.arch.x86.tlb import flush_tlb_mm_range
 from ptlab.kernel.context import Kernel
 from ptlab.kernel.rcu import call_rcu, rcu_callback
@@ -385,15 +385,3 @@ def mm_dec_nr_pmds(k: Kernel) -> KGen:
 def mm_dec_nr_puds(k: Kernel) -> KGen:
     yield CounterAdd("pgtables_bytes", -PAGE_SIZE)
 
-
-__all__ = [
-    "MAX_GATHER_BATCH",
-    "MAX_TABLE_BATCH",
-    "PMD_SIZE",
-    "PUD_SIZE",
-    "MmuGather",
-    "pte_free_tlb",
-    "tlb_finish_mmu",
-    "tlb_gather_mmu",
-    "tlb_remove_table",
-]

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ptlab.arch.x86.paging import PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, PUD_SIZE
+from ptlab.arch.x86.paging import PAGE_SIZE, PMD_SIZE, PUD_SIZE, U64_MASK
 from ptlab.kernel.context import Kernel
+from ptlab.mm.memory import upper_table_free_allowed
 from ptlab.mm.mmu_gather import (
     MmuGather,
     __tlb_adjust_range,
@@ -184,25 +185,6 @@ def free_pte_range(k: Kernel, tlb: MmuGather, pmd: PmdSlot, addr: int, token: En
     yield from mm_dec_nr_ptes(k)
 
 
-U64 = (1 << 64) - 1
-
-
-def _upper_table_free_allowed(start: int, end: int, floor: int, ceiling: int, mask: int) -> bool:
-    """The floor/ceiling test free_{pmd,pud}_range apply before freeing an upper table.
-
-    ``floor``/``ceiling`` are the end of the previous VMA and the start of the next one
-    (0 = none), so a table shared with a neighbouring VMA is kept.
-    """
-    start &= mask
-    if start < floor:
-        return False
-    if ceiling:
-        ceiling &= mask
-        if not ceiling:
-            return False
-    return not ((end - 1) & U64) > ((ceiling - 1) & U64)
-
-
 def free_pmd_range(k: Kernel, tlb: MmuGather, pud_table: Ptr, addr: int, end: int,
                    floor: int, ceiling: int) -> KGen:
     """mm/memory.c: free the PTE tables in range, then the PMD table if nobody else uses it."""
@@ -219,8 +201,8 @@ def free_pmd_range(k: Kernel, tlb: MmuGather, pud_table: Ptr, addr: int, end: in
         if e.target is not None:
             a = (addr & ~(PUD_SIZE - 1)) + idx * PMD_SIZE
             yield from free_pte_range(k, tlb, PmdSlot(pmd_table, idx), a, e)
-    mask = ~(PUD_SIZE - 1) & U64
-    if not _upper_table_free_allowed(start, end, floor, ceiling, mask):
+    mask = ~(PUD_SIZE - 1) & U64_MASK
+    if not upper_table_free_allowed(start, end, floor, ceiling, mask):
         return
     yield WriteEntry(pud_table, pud_index(start), 0, "pud")  # pud_clear
     yield from pmd_free_tlb(k, tlb, pmd_table, start & mask)
@@ -240,8 +222,8 @@ def free_pud_range(k: Kernel, tlb: MmuGather, mm: MmRef, addr: int, end: int,
         nxt = min((a // PUD_SIZE + 1) * PUD_SIZE, end)
         yield from free_pmd_range(k, tlb, pud_table, a, nxt, floor, ceiling)
         a = nxt
-    mask = ~((1 << 39) - 1) & U64
-    if not _upper_table_free_allowed(start, end, floor, ceiling, mask):
+    mask = ~((1 << 39) - 1) & U64_MASK
+    if not upper_table_free_allowed(start, end, floor, ceiling, mask):
         return
     yield WriteEntry(mm.pgd, pgd_index(start), 0, "pgd")  # p4d_clear == pgd_clear (folded)
     yield from pud_free_tlb(k, tlb, pud_table, start & mask)
@@ -268,5 +250,3 @@ def unmap_region(k: Kernel, mm: MmRef, start: int, end: int) -> KGen:
     yield from free_pgtables(k, tlb, mm, start, end)
     yield from tlb_finish_mmu(k, tlb)
 
-
-__all__ = ["PTRS_PER_PTE", "MmRef", "madvise_dontneed_single_vma", "unmap_region"]
