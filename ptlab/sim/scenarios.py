@@ -99,16 +99,14 @@ def counterfactual_free_pgd_via_mmu_gather(k: Kernel, pgd: Ptr) -> KGen:
 
 
 def counterfactual_free_pmd_keeping_deposit(
-    k: Kernel, pud_table: Ptr, pud_index: int, pmd: PmdSlot, addr: int
+    k: Kernel, pud_table: Ptr, pud_index: int, pmd: PmdSlot, thp: tuple[Ptr, ...], addr: int
 ) -> KGen:
     """What if a PMD table that still holds a THP's deposited PTE table were freed?
     The kernel always withdraws and frees the deposit first (``zap_deposited_table``
-    from ``zap_huge_pmd``); this path skips that step."""
+    from ``zap_huge_pmd``); this path skips that step.  ``thp`` are the huge page's
+    frames as the fault allocated them."""
     tlb = tlb_gather_mmu()
-    huge = yield ReadEntry(pmd.table, pmd.index, "pmd")
     yield WriteEntry(pmd.table, pmd.index, 0, "pmd")  # pmdp_huge_get_and_clear
-    head = (huge.val & PTE_PFN_MASK) >> 12
-    thp = tuple(Ptr(p, 1) for p in range(head, head + 512))
     yield FreePages(thp, how="free_pages_and_swap_cache")  # the THP itself goes
     yield WriteEntry(pud_table, pud_index, 0, "pud")  # pud_clear
     yield from pmd_free_tlb(k, tlb, pmd.table, addr)
@@ -268,10 +266,14 @@ def _build_deposit_counterfactual(config: Config) -> Machine:
     mem = mm.mem
     slot = PmdSlot(_ptr(mem, pmd_step.table_pfn), pmd_step.index)
     pud = _ptr(mem, pud_step.table_pfn)
+    head = (pmd_step.entry & PTE_PFN_MASK) >> 12
+    thp = tuple(_ptr(mem, p) for p in range(head, head + 512))
     m = _machine(config, mm, "")
     m.add_thread(
         1,
-        lambda k: counterfactual_free_pmd_keeping_deposit(k, pud, pud_step.index, slot, BASE),
+        lambda k: counterfactual_free_pmd_keeping_deposit(
+            k, pud, pud_step.index, slot, thp, BASE
+        ),
     )
     return m
 
