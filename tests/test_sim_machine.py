@@ -163,3 +163,16 @@ def test_custom_scenarios_reject_bad_input() -> None:
         custom({0: "mincore zzz"})
     with pytest.raises(ValueError, match="CPU 7 is not allowed"):
         custom({7: "mincore 0"})
+
+
+@pytest.mark.parametrize("scenario", ["reclaim-vs-both", "munmap", "rcu-free-pgd-on-pgd-list"])
+def test_enabled_lanes_agrees_with_why_not(scenario: str) -> None:
+    # enabled_lanes() is the explorer's fast path; why_not() gives the reasons. Along a
+    # whole run (IPIs pending, locks held, grace periods open) they must agree.
+    m = build(scenario, Config(kernel="v6.14", batch="fails"))
+    for _ in range(400):
+        slow = [lane for lane in m.lanes() if m.why_not(lane) is None]
+        assert m.enabled_lanes() == slow
+        if not slow:
+            break
+        m.step(slow[len(m.schedule) % len(slow)])  # rotate through the choices

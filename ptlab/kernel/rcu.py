@@ -86,7 +86,6 @@ class RcuState:
     waiting: tuple[Callback, ...] = ()  # assigned to the grace period in progress
     done: tuple[Callback, ...] = ()  # grace period over, ready to be invoked
     running: Callback | None = None
-    gp_started_at: int | None = None
     history: list[tuple[str, int]] = field(default_factory=list)  # ("start"/"end", step)
 
     @property
@@ -102,7 +101,6 @@ class RcuState:
             self.waiting,
             self.done,
             self.running,
-            self.gp_started_at,
             list(self.history),
         )
 
@@ -118,6 +116,3 @@ class RcuState:
             cbs(self.done),
             None if self.running is None else self.running.seq,
         )
-
-    def in_flight(self) -> int:
-        return len(self.pending) + len(self.waiting) + len(self.done) + (self.running is not None)

@@ -72,7 +72,6 @@ class Ipi:
     handler: str
     targets: tuple[int, ...]
     remaining: frozenset[int]
-    sent_at: int
 
 
 @dataclass
@@ -474,8 +473,7 @@ class Machine:
             ticket = self.next_ticket
             self.next_ticket += 1
             self.ipis[ticket] = Ipi(
-                ticket, k.smp_processor_id(), op.handler, op.targets, frozenset(op.targets),
-                who.step or 0,
+                ticket, k.smp_processor_id(), op.handler, op.targets, frozenset(op.targets)
             )
             for c in op.targets:
                 self.cpus[c].ipis = (*self.cpus[c].ipis, ticket)
@@ -704,7 +702,6 @@ class Machine:
             r.gp_seq += 1
             r.waiting, r.pending = r.pending, ()
             r.qs_needed = frozenset(c for c in range(self.config.ncpus) if not self.quiescent(c))
-            r.gp_started_at = seq
             r.history.append(("start", seq))
             busy = ", ".join(f"CPU{c}" for c in sorted(r.qs_needed)) or "no CPU"
             return Event(seq, "RCU:gp", ("rcu_gp_kthread",),
